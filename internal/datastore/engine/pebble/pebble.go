@@ -1,0 +1,519 @@
+// Package pebble is the embedded storage engine: an MVCC key layout over
+// cockroachdb/pebble, a log-structured store whose write-ahead log is
+// synced (with group commit) before a write is acknowledged.
+//
+// Only the mvcc package and the datastore wiring import it.
+package pebble
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+
+	"github.com/cloudless-dev/cloudless/internal/datastore/mvcc"
+)
+
+// Engine is an mvcc.Engine over a pebble database in one directory.
+type Engine struct {
+	db  *pebble.DB
+	log *slog.Logger
+
+	wmu     sync.Mutex // one writer at a time
+	lastRev int64      // last revision applied (guarded by wmu)
+
+	durable   atomic.Int64 // every revision up to it is synced
+	compacted atomic.Int64
+	notifyMu  sync.Mutex
+	changes   chan int64
+
+	leaseMu sync.Mutex
+	leases  map[int64]*lease
+}
+
+type lease struct {
+	ttl      int64
+	deadline time.Time
+	keys     map[string]struct{}
+}
+
+var _ mvcc.Engine = (*Engine)(nil)
+
+// Open opens or creates the database in dir.
+func Open(dir string, log *slog.Logger) (*Engine, error) {
+	opts := &pebble.Options{
+		// Reuse WAL files so that syncing a write does not also journal
+		// a change of file size.
+		WALMinSyncInterval: nil,
+		Logger:             pebbleLogger{log},
+		// Fewer, larger memtable flushes mean less rewriting.
+		MemTableSize: 32 << 20,
+	}
+	opts.EnsureDefaults()
+	db, err := pebble.Open(dir, opts)
+	if err != nil {
+		return nil, fmt.Errorf("open pebble database in %s: %w", dir, err)
+	}
+	e := &Engine{db: db, log: log, changes: make(chan int64, 1), leases: map[int64]*lease{}}
+	if e.lastRev, err = e.readMeta(metaRev); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if e.lastRev == 0 {
+		e.lastRev = 1 // like etcd, an empty store is at revision 1
+	}
+	e.durable.Store(e.lastRev)
+	c, err := e.readMeta(metaCompact)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	e.compacted.Store(c)
+	if err := e.loadLeases(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *Engine) readMeta(k []byte) (int64, error) {
+	v, closer, err := e.db.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", k, err)
+	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return 0, fmt.Errorf("read %s: corrupt value of %d bytes", k, len(v))
+	}
+	return int64(binary.BigEndian.Uint64(v)), nil
+}
+
+// loadLeases restores leases and their keys. Lease clocks restart at open,
+// as etcd's do when a new leader takes over.
+func (e *Engine) loadLeases() error {
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: leasePrefix, UpperBound: []byte("m")})
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	for ok := it.First(); ok; ok = it.Next() {
+		id := int64(binary.BigEndian.Uint64(it.Key()[1:]))
+		ttl := int64(binary.BigEndian.Uint64(it.Value()))
+		e.leases[id] = &lease{ttl: ttl, deadline: now.Add(time.Duration(ttl) * time.Second), keys: map[string]struct{}{}}
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("load leases: %w", err)
+	}
+	if len(e.leases) == 0 {
+		return nil
+	}
+	// Attach live keys to their leases.
+	it, err = e.db.NewIter(&pebble.IterOptions{LowerBound: []byte("k"), UpperBound: leasePrefix})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for ok := it.First(); ok; {
+		prefix, _, err := splitVersion(it.Key())
+		if err != nil {
+			return err
+		}
+		rec, err := decodeRecord(it.Value())
+		if err != nil {
+			return fmt.Errorf("load leases: key %q: %w", userKey(prefix), err)
+		}
+		if !rec.tombstone && rec.lease != 0 {
+			if l := e.leases[rec.lease]; l != nil {
+				l.keys[string(userKey(prefix))] = struct{}{}
+			}
+		}
+		ok = it.SeekGE(afterVersions(prefix))
+	}
+	return nil
+}
+
+// Close closes the database.
+func (e *Engine) Close() error {
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	return e.db.Close()
+}
+
+// Revisions implements mvcc.Engine.
+func (e *Engine) Revisions(context.Context) (int64, int64, error) {
+	return e.durable.Load(), e.compacted.Load(), nil
+}
+
+// Changes implements mvcc.Engine.
+func (e *Engine) Changes() <-chan int64 { return e.changes }
+
+func (e *Engine) markDurable(rev int64) {
+	for {
+		cur := e.durable.Load()
+		if rev <= cur || e.durable.CompareAndSwap(cur, rev) {
+			break
+		}
+	}
+	e.notifyMu.Lock()
+	select {
+	case <-e.changes:
+	default:
+	}
+	e.changes <- e.durable.Load()
+	e.notifyMu.Unlock()
+}
+
+// Range implements mvcc.Engine.
+func (e *Engine) Range(_ context.Context, q mvcc.RangeQuery) (mvcc.RangeResult, error) {
+	cur := e.durable.Load()
+	rev := q.Rev
+	if rev == 0 {
+		rev = cur
+	}
+	if rev > cur {
+		return mvcc.RangeResult{}, mvcc.ErrFutureRev
+	}
+	if rev < e.compacted.Load() {
+		return mvcc.RangeResult{}, mvcc.ErrCompacted
+	}
+	lo, hi := bounds(q.Key, q.End)
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return mvcc.RangeResult{}, err
+	}
+	defer it.Close()
+	res := mvcc.RangeResult{Rev: rev}
+	err = scanLive(it, rev, func(prefix []byte, r int64, rec *record) bool {
+		res.Count++
+		if !q.CountOnly && (q.Limit == 0 || int64(len(res.KVs)) < q.Limit) {
+			res.KVs = append(res.KVs, rec.kv(userKey(prefix), r, q.KeysOnly))
+		}
+		return true
+	})
+	return res, err
+}
+
+// bounds turns an etcd range into iterator bounds over k-keys.
+func bounds(key, end []byte) ([]byte, []byte) {
+	switch {
+	case len(end) == 0:
+		p := userPrefix(key)
+		return p, afterVersions(p)
+	case len(end) == 1 && end[0] == 0:
+		return appendEsc([]byte("k"), key), leasePrefix // 'l' is the byte after 'k'
+	default:
+		return appendEsc([]byte("k"), key), appendEsc([]byte("k"), end)
+	}
+}
+
+// scanLive calls fn with the newest version at or below rev of every key
+// under the iterator that is not deleted at rev.
+func scanLive(it *pebble.Iterator, rev int64, fn func(prefix []byte, rev int64, rec *record) bool) error {
+	ok := it.First()
+	for ok {
+		prefix, r, err := splitVersion(it.Key())
+		if err != nil {
+			return err
+		}
+		prefix = append([]byte(nil), prefix...)
+		if r > rev {
+			if ok = it.SeekGE(versionKey(prefix, rev)); !ok {
+				break
+			}
+			p2, r2, err := splitVersion(it.Key())
+			if err != nil {
+				return err
+			}
+			if !bytes.Equal(p2, prefix) {
+				continue // no version of this key at or below rev
+			}
+			r = r2
+		}
+		rec, err := decodeRecord(it.Value())
+		if err != nil {
+			return fmt.Errorf("key %q at revision %d: %w", userKey(prefix), r, err)
+		}
+		if !rec.tombstone && !fn(prefix, r, &rec) {
+			return it.Error()
+		}
+		// Step to the next key: a few Next calls, then a seek.
+		ok = it.Next()
+		for i := 0; ok && i < 4 && bytes.HasPrefix(it.Key(), prefix) && len(it.Key()) == len(prefix)+8; i++ {
+			ok = it.Next()
+		}
+		if ok && bytes.HasPrefix(it.Key(), prefix) && len(it.Key()) == len(prefix)+8 {
+			ok = it.SeekGE(afterVersions(prefix))
+		}
+	}
+	return it.Error()
+}
+
+// Update implements mvcc.Engine.
+func (e *Engine) Update(ctx context.Context, fn func(mvcc.Tx) error) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	e.wmu.Lock()
+	b := e.db.NewIndexedBatch()
+	defer b.Close()
+	t := &tx{e: e, b: b, rev: e.lastRev + 1}
+	if err := fn(t); err != nil {
+		e.wmu.Unlock()
+		return 0, err
+	}
+	if b.Empty() {
+		seen := e.lastRev
+		e.wmu.Unlock()
+		// A read-only transaction may have read writes that are applied
+		// but not yet synced: answer only once they are durable.
+		if seen > e.durable.Load() {
+			if err := e.db.LogData(nil, pebble.Sync); err != nil {
+				return 0, fmt.Errorf("sync log: %w", err)
+			}
+			e.markDurable(seen)
+		}
+		return seen, nil
+	}
+	rev := e.lastRev
+	if t.wroteKV {
+		rev = t.rev
+		b.Set(metaRev, binary.BigEndian.AppendUint64(nil, uint64(rev)), nil)
+	}
+	if err := e.db.ApplyNoSyncWait(b, pebble.Sync); err != nil {
+		e.wmu.Unlock()
+		return 0, fmt.Errorf("apply batch at revision %d: %w", rev, err)
+	}
+	e.lastRev = rev
+	t.applyLeases()
+	e.wmu.Unlock()
+	// Wait for the log sync outside the lock so that concurrent writers
+	// share one fsync (group commit).
+	if err := b.SyncWait(); err != nil {
+		return 0, fmt.Errorf("sync log at revision %d: %w", rev, err)
+	}
+	e.markDurable(rev)
+	return rev, nil
+}
+
+// Events implements mvcc.Engine.
+func (e *Engine) Events(_ context.Context, from int64, limit int) ([]mvcc.Event, error) {
+	if from < e.compacted.Load() {
+		return nil, mvcc.ErrCompacted
+	}
+	durable := e.durable.Load()
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: logKey(from, 0), UpperBound: logKey(durable+1, 0)})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []mvcc.Event
+	for ok := it.First(); ok; ok = it.Next() {
+		rev := int64(binary.BigEndian.Uint64(it.Key()[1:9]))
+		if len(out) >= limit && out[len(out)-1].KV.ModRevision != rev {
+			break
+		}
+		key := append([]byte(nil), it.Value()...)
+		ev, err := e.event(key, rev)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ev)
+	}
+	if err := it.Error(); err != nil {
+		return nil, err
+	}
+	// Compaction may have removed what we read meanwhile.
+	if from < e.compacted.Load() {
+		return nil, mvcc.ErrCompacted
+	}
+	return out, nil
+}
+
+func (e *Engine) get(prefix []byte, rev int64) (*record, error) {
+	v, closer, err := e.db.Get(versionKey(prefix, rev))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer closer.Close()
+	rec, err := decodeRecord(v)
+	if err != nil {
+		return nil, err
+	}
+	rec.value = append([]byte(nil), rec.value...)
+	return &rec, nil
+}
+
+func (e *Engine) event(key []byte, rev int64) (mvcc.Event, error) {
+	prefix := userPrefix(key)
+	rec, err := e.get(prefix, rev)
+	if err != nil || rec == nil {
+		return mvcc.Event{}, fmt.Errorf("read event for %q at revision %d: %v", key, rev, err)
+	}
+	ev := mvcc.Event{Type: mvccpb.PUT, KV: rec.kv(key, rev, false)}
+	if rec.tombstone {
+		ev.Type = mvccpb.DELETE
+		ev.KV = &mvccpb.KeyValue{Key: key, ModRevision: rev}
+	}
+	if rec.prevRev != 0 {
+		prev, err := e.get(prefix, rec.prevRev)
+		if err != nil {
+			return mvcc.Event{}, err
+		}
+		if prev != nil && !prev.tombstone {
+			ev.PrevKV = prev.kv(key, rec.prevRev, false)
+		}
+	}
+	return ev, nil
+}
+
+// Compact implements mvcc.Engine. Readers are cut off first, then old
+// versions are deleted in batches while writers go on.
+func (e *Engine) Compact(ctx context.Context, rev int64) error {
+	if err := e.db.Set(metaCompact, binary.BigEndian.AppendUint64(nil, uint64(rev)), pebble.Sync); err != nil {
+		return fmt.Errorf("record compacted revision: %w", err)
+	}
+	e.compacted.Store(rev)
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte("k"), UpperBound: leasePrefix})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	b := e.db.NewBatch()
+	flush := func() error {
+		if b.Empty() {
+			return nil
+		}
+		err := b.Commit(pebble.NoSync)
+		b = e.db.NewBatch()
+		return err
+	}
+	var prefix []byte
+	keptBelow := false
+	for ok := it.First(); ok; ok = it.Next() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		p, r, err := splitVersion(it.Key())
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(p, prefix) {
+			prefix, keptBelow = append(prefix[:0], p...), false
+		}
+		if r >= rev {
+			keptBelow = keptBelow || r == rev
+			continue
+		}
+		// As etcd does, keep the newest version at or below rev unless it
+		// is a tombstone below rev: reads at rev see it. Older versions go,
+		// even when one is the previous value of the change at rev.
+		if !keptBelow {
+			keptBelow = true
+			rec, err := decodeRecord(it.Value())
+			if err != nil {
+				return err
+			}
+			if !rec.tombstone {
+				continue
+			}
+		}
+		if err := b.Delete(it.Key(), nil); err != nil {
+			return err
+		}
+		if b.Len() > 4<<20 {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := b.DeleteRange(logKey(0, 0), logKey(rev, 0), nil); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("commit compaction: %w", err)
+	}
+	return b.Close()
+}
+
+// Size implements mvcc.Engine.
+func (e *Engine) Size(context.Context) (int64, error) {
+	return int64(e.db.Metrics().DiskSpaceUsage()), nil
+}
+
+// LeaseRenew implements mvcc.Engine.
+func (e *Engine) LeaseRenew(_ context.Context, id int64) (int64, error) {
+	e.leaseMu.Lock()
+	defer e.leaseMu.Unlock()
+	l := e.leases[id]
+	if l == nil {
+		return 0, mvcc.ErrLeaseNotFound
+	}
+	l.deadline = time.Now().Add(time.Duration(l.ttl) * time.Second)
+	return l.ttl, nil
+}
+
+// LeaseTimeToLive implements mvcc.Engine.
+func (e *Engine) LeaseTimeToLive(_ context.Context, id int64) (int64, int64, error) {
+	e.leaseMu.Lock()
+	defer e.leaseMu.Unlock()
+	l := e.leases[id]
+	if l == nil {
+		return 0, 0, mvcc.ErrLeaseNotFound
+	}
+	left := int64(time.Until(l.deadline).Round(time.Second) / time.Second)
+	return l.ttl, max(left, 0), nil
+}
+
+// Leases implements mvcc.Engine.
+func (e *Engine) Leases(context.Context) ([]int64, error) {
+	e.leaseMu.Lock()
+	defer e.leaseMu.Unlock()
+	ids := make([]int64, 0, len(e.leases))
+	for id := range e.leases {
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+// ExpiredLeases implements mvcc.Engine.
+func (e *Engine) ExpiredLeases(context.Context) ([]int64, error) {
+	e.leaseMu.Lock()
+	defer e.leaseMu.Unlock()
+	now := time.Now()
+	var ids []int64
+	for id, l := range e.leases {
+		if now.After(l.deadline) {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
+}
+
+type pebbleLogger struct{ log *slog.Logger }
+
+func (l pebbleLogger) Infof(format string, args ...any) {
+	l.log.Debug(fmt.Sprintf(format, args...), "component", "pebble")
+}
+
+func (l pebbleLogger) Errorf(format string, args ...any) {
+	l.log.Error(fmt.Sprintf(format, args...), "component", "pebble")
+}
+
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	l.log.Error(fmt.Sprintf(format, args...), "component", "pebble")
+	panic(fmt.Sprintf(format, args...))
+}
