@@ -41,7 +41,9 @@ func FindBin() (string, error) {
 	return "", fmt.Errorf("PostgreSQL server programs not found under /usr/lib/postgresql/*/bin: apt-get install postgresql")
 }
 
-// Start initialises and starts a cluster. Stop it with Stop.
+// Start initialises and starts a cluster. Stop it with Stop. It runs with
+// fsync off (the tests kill processes, not the machine) but synchronous
+// commits, so a commit survives a PostgreSQL crash.
 func Start(ctx context.Context, port int) (*Server, error) {
 	bin, err := FindBin()
 	if err != nil {
@@ -79,7 +81,7 @@ func Start(ctx context.Context, port int) (*Server, error) {
 
 // Restart starts the server (again) after Kill or Stop.
 func (s *Server) Restart(ctx context.Context) error {
-	opts := fmt.Sprintf("-k %s -p %d -c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300", s.sockDir, s.port)
+	opts := fmt.Sprintf("-k %s -p %d -c listen_addresses='' -c fsync=off -c full_page_writes=off -c max_connections=300", s.sockDir, s.port)
 	if err := s.run(ctx, "pg_ctl", "-D", filepath.Join(s.dir, "data"), "-l", filepath.Join(s.dir, "log"), "-o", opts, "-w", "start"); err != nil {
 		log, _ := os.ReadFile(filepath.Join(s.dir, "log"))
 		return fmt.Errorf("%w\n%s", err, log)
