@@ -50,5 +50,6 @@ Every flag can also be set with CLOUDLESS_<FLAG>, e.g. CLOUDLESS_DATASTORE_ENDPO
 	f.StringVar(&cfg.TLSKeyFile, "tls-key-file", cfg.TLSKeyFile, "server key for --listen-address")
 	f.StringVar(&cfg.TLSClientCAFile, "tls-client-ca-file", cfg.TLSClientCAFile, "CA that signs client certificates for --listen-address")
 	f.DurationVar(&cfg.ProgressNotifyInterval, "watch-progress-notify-interval", cfg.ProgressNotifyInterval, "how often idle watchers that asked for it get a progress notification")
+	f.Uint64Var(&cfg.ReservedSpace, "datastore-reserved-space", cfg.ReservedSpace, "bytes of free disk below which the embedded engine refuses writes (reads go on)")
 	return cmd
 }

@@ -222,11 +222,19 @@ var conformance = []struct {
 		storagetesting.RunTestCreate(ctx, t, s, checkStorageInvariants(s))
 	}},
 	{name: "CreateWithTTL", run: func(ctx context.Context, t *testing.T, s *testStore) { storagetesting.RunTestCreateWithTTL(ctx, t, s) }},
-	{name: "CreateWithKeyExist", run: func(ctx context.Context, t *testing.T, s *testStore) { storagetesting.RunTestCreateWithKeyExist(ctx, t, s) }},
+	{name: "CreateWithKeyExist", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestCreateWithKeyExist(ctx, t, s)
+	}},
 	{name: "Get", run: func(ctx context.Context, t *testing.T, s *testStore) { storagetesting.RunTestGet(ctx, t, s) }},
-	{name: "UnconditionalDelete", run: func(ctx context.Context, t *testing.T, s *testStore) { storagetesting.RunTestUnconditionalDelete(ctx, t, s) }},
-	{name: "ConditionalDelete", run: func(ctx context.Context, t *testing.T, s *testStore) { storagetesting.RunTestConditionalDelete(ctx, t, s) }},
-	{name: "DeleteWithSuggestion", run: func(ctx context.Context, t *testing.T, s *testStore) { storagetesting.RunTestDeleteWithSuggestion(ctx, t, s) }},
+	{name: "UnconditionalDelete", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestUnconditionalDelete(ctx, t, s)
+	}},
+	{name: "ConditionalDelete", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestConditionalDelete(ctx, t, s)
+	}},
+	{name: "DeleteWithSuggestion", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestDeleteWithSuggestion(ctx, t, s)
+	}},
 	{name: "DeleteWithSuggestionAndConflict", run: func(ctx context.Context, t *testing.T, s *testStore) {
 		storagetesting.RunTestDeleteWithSuggestionAndConflict(ctx, t, s)
 	}},
@@ -239,7 +247,9 @@ var conformance = []struct {
 	{name: "ValidateDeletionWithOnlySuggestionValid", run: func(ctx context.Context, t *testing.T, s *testStore) {
 		storagetesting.RunTestValidateDeletionWithOnlySuggestionValid(ctx, t, s)
 	}},
-	{name: "DeleteWithConflict", run: func(ctx context.Context, t *testing.T, s *testStore) { storagetesting.RunTestDeleteWithConflict(ctx, t, s) }},
+	{name: "DeleteWithConflict", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestDeleteWithConflict(ctx, t, s)
+	}},
 	{name: "PreconditionalDeleteWithSuggestion", run: func(ctx context.Context, t *testing.T, s *testStore) {
 		storagetesting.RunTestPreconditionalDeleteWithSuggestion(ctx, t, s)
 	}},
@@ -250,12 +260,16 @@ var conformance = []struct {
 	{name: "GetListNonRecursive", run: func(ctx context.Context, t *testing.T, s *testStore) {
 		storagetesting.RunTestGetListNonRecursive(ctx, t, increaseRV(s), s)
 	}},
-	{name: "GetListRecursivePrefix", run: func(ctx context.Context, t *testing.T, s *testStore) { storagetesting.RunTestGetListRecursivePrefix(ctx, t, s) }},
+	{name: "GetListRecursivePrefix", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestGetListRecursivePrefix(ctx, t, s)
+	}},
 	{name: "KeySchema", run: func(ctx context.Context, t *testing.T, s *testStore) { storagetesting.RunTestKeySchema(ctx, t, s) }},
 	{name: "GuaranteedUpdate", run: func(ctx context.Context, t *testing.T, s *testStore) {
 		storagetesting.RunTestGuaranteedUpdate(ctx, t, s, checkStorageInvariants(s))
 	}},
-	{name: "GuaranteedUpdateWithTTL", run: func(ctx context.Context, t *testing.T, s *testStore) { storagetesting.RunTestGuaranteedUpdateWithTTL(ctx, t, s) }},
+	{name: "GuaranteedUpdateWithTTL", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestGuaranteedUpdateWithTTL(ctx, t, s)
+	}},
 	{name: "GuaranteedUpdateChecksStoredData", run: func(ctx context.Context, t *testing.T, s *testStore) {
 		storagetesting.RunTestGuaranteedUpdateChecksStoredData(ctx, t, s)
 	}},
@@ -265,7 +279,9 @@ var conformance = []struct {
 	{name: "GuaranteedUpdateWithSuggestionAndConflict", run: func(ctx context.Context, t *testing.T, s *testStore) {
 		storagetesting.RunTestGuaranteedUpdateWithSuggestionAndConflict(ctx, t, s)
 	}},
-	{name: "TransformationFailure", run: func(ctx context.Context, t *testing.T, s *testStore) { storagetesting.RunTestTransformationFailure(ctx, t, s) }},
+	{name: "TransformationFailure", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestTransformationFailure(ctx, t, s)
+	}},
 	{name: "List", run: func(ctx context.Context, t *testing.T, s *testStore) {
 		storagetesting.RunTestList(ctx, t, s, compaction(s), false, s.client.Kubernetes.(*storagetesting.KubernetesRecorder))
 	}},
@@ -275,35 +291,57 @@ var conformance = []struct {
 	{name: "CompactRevision", gates: map[featuregate.Feature]bool{features.ListFromCacheSnapshot: true}, run: func(ctx context.Context, t *testing.T, s *testStore) {
 		storagetesting.RunTestCompactRevision(ctx, t, s, increaseRV(s), compaction(s))
 	}},
-	{name: "ListContinuation", run: func(ctx context.Context, t *testing.T, s *testStore) { storagetesting.RunTestListContinuation(ctx, t, s, checkCalls(s)) }},
+	{name: "ListContinuation", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestListContinuation(ctx, t, s, checkCalls(s))
+	}},
 	{name: "ListPaginationRareObject", gates: map[featuregate.Feature]bool{features.ListFromCacheSnapshot: false}, run: func(ctx context.Context, t *testing.T, s *testStore) {
 		storagetesting.RunTestListPaginationRareObject(ctx, t, s, checkCalls(s))
 	}},
 	{name: "ListContinuationWithFilter", run: func(ctx context.Context, t *testing.T, s *testStore) {
 		storagetesting.RunTestListContinuationWithFilter(ctx, t, s, checkCalls(s))
 	}},
-	{name: "NamespaceScopedList", run: func(ctx context.Context, t *testing.T, s *testStore) { storagetesting.RunTestNamespaceScopedList(ctx, t, s) }},
+	{name: "NamespaceScopedList", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestNamespaceScopedList(ctx, t, s)
+	}},
 	{name: "ListInconsistentContinuation", run: func(ctx context.Context, t *testing.T, s *testStore) {
 		storagetesting.RunTestListInconsistentContinuation(ctx, t, s, compaction(s))
 	}},
-	{name: "ListResourceVersionMatch", run: func(ctx context.Context, t *testing.T, s *testStore) { storagetesting.RunTestListResourceVersionMatch(ctx, t, s) }},
+	{name: "ListResourceVersionMatch", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestListResourceVersionMatch(ctx, t, s)
+	}},
 	{name: "Stats", run: func(ctx context.Context, t *testing.T, s *testStore) {
 		storagetesting.RunTestStats(ctx, t, s, s.codec, s.tr, false)
 	}},
 	{name: "Watch", run: func(ctx context.Context, t *testing.T, s *testStore) { storagetesting.RunTestWatch(ctx, t, s) }},
-	{name: "ClusterScopedWatch", run: func(ctx context.Context, t *testing.T, s *testStore) { storagetesting.RunTestClusterScopedWatch(ctx, t, s) }},
-	{name: "NamespaceScopedWatch", run: func(ctx context.Context, t *testing.T, s *testStore) { storagetesting.RunTestNamespaceScopedWatch(ctx, t, s) }},
-	{name: "DeleteTriggerWatch", run: func(ctx context.Context, t *testing.T, s *testStore) { storagetesting.RunTestDeleteTriggerWatch(ctx, t, s) }},
-	{name: "WatchFromZero", run: func(ctx context.Context, t *testing.T, s *testStore) { storagetesting.RunTestWatchFromZero(ctx, t, s, compaction(s)) }},
-	{name: "WatchFromNonZero", run: func(ctx context.Context, t *testing.T, s *testStore) { storagetesting.RunTestWatchFromNonZero(ctx, t, s) }},
-	{name: "DelayedWatchDelivery", run: func(ctx context.Context, t *testing.T, s *testStore) { storagetesting.RunTestDelayedWatchDelivery(ctx, t, s) }},
+	{name: "ClusterScopedWatch", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestClusterScopedWatch(ctx, t, s)
+	}},
+	{name: "NamespaceScopedWatch", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestNamespaceScopedWatch(ctx, t, s)
+	}},
+	{name: "DeleteTriggerWatch", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestDeleteTriggerWatch(ctx, t, s)
+	}},
+	{name: "WatchFromZero", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestWatchFromZero(ctx, t, s, compaction(s))
+	}},
+	{name: "WatchFromNonZero", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestWatchFromNonZero(ctx, t, s)
+	}},
+	{name: "DelayedWatchDelivery", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestDelayedWatchDelivery(ctx, t, s)
+	}},
 	{name: "WatchError", run: func(ctx context.Context, t *testing.T, s *testStore) { storagetesting.RunTestWatchError(ctx, t, s) }},
-	{name: "WatchContextCancel", run: func(ctx context.Context, t *testing.T, s *testStore) { storagetesting.RunTestWatchContextCancel(ctx, t, s) }},
+	{name: "WatchContextCancel", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestWatchContextCancel(ctx, t, s)
+	}},
 	{name: "WatcherTimeout", run: func(ctx context.Context, t *testing.T, s *testStore) { storagetesting.RunTestWatcherTimeout(ctx, t, s) }},
 	{name: "WatchDeleteEventObjectHaveLatestRV", run: func(ctx context.Context, t *testing.T, s *testStore) {
 		storagetesting.RunTestWatchDeleteEventObjectHaveLatestRV(ctx, t, s)
 	}},
-	{name: "WatchInitializationSignal", run: func(ctx context.Context, t *testing.T, s *testStore) { storagetesting.RunTestWatchInitializationSignal(ctx, t, s) }},
+	{name: "WatchInitializationSignal", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestWatchInitializationSignal(ctx, t, s)
+	}},
 	{name: "ProgressNotify", run: func(ctx context.Context, t *testing.T, s *testStore) {
 		storagetesting.RunOptionalTestProgressNotify(ctx, t, s, increaseRV(s))
 	}},
@@ -320,7 +358,9 @@ var conformance = []struct {
 	{name: "WatchSemanticInitialEventsExtended", run: func(ctx context.Context, t *testing.T, s *testStore) {
 		storagetesting.RunWatchSemanticInitialEventsExtended(ctx, t, s)
 	}},
-	{name: "WatchListMatchSingle", run: func(ctx context.Context, t *testing.T, s *testStore) { storagetesting.RunWatchListMatchSingle(ctx, t, s) }},
+	{name: "WatchListMatchSingle", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunWatchListMatchSingle(ctx, t, s)
+	}},
 	{name: "WatchErrorIsBlockingFurtherEvents", run: func(ctx context.Context, t *testing.T, s *testStore) {
 		storagetesting.RunWatchErrorIsBlockingFurtherEvents(ctx, t, s)
 	}},

@@ -49,11 +49,14 @@ type Config struct {
 	// ProgressNotifyInterval is how often idle watchers get a progress
 	// notification when they asked for one.
 	ProgressNotifyInterval time.Duration
+	// ReservedSpace is the free disk space, in bytes, below which the
+	// embedded engine refuses writes (reads go on).
+	ReservedSpace uint64
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{DataDir: "/var/lib/cloudless", ProgressNotifyInterval: 10 * time.Minute}
+	return Config{DataDir: "/var/lib/cloudless", ProgressNotifyInterval: 10 * time.Minute, ReservedSpace: 256 << 20}
 }
 
 // Validate checks the configuration without side effects.
@@ -100,7 +103,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Datastore, error)
 			return nil, fmt.Errorf("datastore: create %s: %w (is the data dir writable? run as root or choose --data-dir)", dir, err)
 		}
 		log.Info("opening embedded engine", "dir", dir)
-		eng, err = pebble.Open(dir, log.With("engine", "pebble"))
+		eng, err = pebble.Open(dir, pebble.Options{MinFreeBytes: cfg.ReservedSpace}, log.With("engine", "pebble"))
 	} else {
 		log.Info("connecting to PostgreSQL", "endpoint", redact(cfg.Endpoint))
 		eng, err = postgres.Open(ctx, cfg.Endpoint, log.With("engine", "postgres"))

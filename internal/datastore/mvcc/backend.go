@@ -17,6 +17,7 @@ var (
 	ErrDuplicateKey   = errors.New("mvcc: duplicate key given in txn request")
 	ErrUnsupported    = errors.New("mvcc: unsupported request")
 	ErrEngineDegraded = errors.New("mvcc: storage engine unavailable")
+	ErrNoSpace        = errors.New("mvcc: disk space low")
 )
 
 // RangeQuery selects live keys in [Key, End) as of Rev.

@@ -72,6 +72,8 @@ func toGRPC(err error) error {
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, mvcc.ErrNoSpace):
+		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, mvcc.ErrEngineDegraded):
 		return status.Error(codes.Unavailable, err.Error())
 	}

@@ -12,12 +12,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"golang.org/x/sys/unix"
 
 	"github.com/cloudless-dev/cloudless/internal/datastore/mvcc"
 )
@@ -37,6 +39,19 @@ type Engine struct {
 
 	leaseMu sync.Mutex
 	leases  map[int64]*lease
+
+	dir          string
+	minFreeBytes uint64
+	// failed holds the first error that left the log in doubt; once set,
+	// writes are refused and reads go on from the durable revision.
+	failed atomic.Pointer[error]
+}
+
+// Options tune the engine.
+type Options struct {
+	// MinFreeBytes is the free space below which writes are refused with
+	// a clear error, before the disk is truly full.
+	MinFreeBytes uint64
 }
 
 type lease struct {
@@ -48,7 +63,7 @@ type lease struct {
 var _ mvcc.Engine = (*Engine)(nil)
 
 // Open opens or creates the database in dir.
-func Open(dir string, log *slog.Logger) (*Engine, error) {
+func Open(dir string, o Options, log *slog.Logger) (*Engine, error) {
 	opts := &pebble.Options{
 		// Reuse WAL files so that syncing a write does not also journal
 		// a change of file size.
@@ -62,7 +77,7 @@ func Open(dir string, log *slog.Logger) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open pebble database in %s: %w", dir, err)
 	}
-	e := &Engine{db: db, log: log, changes: make(chan int64, 1), leases: map[int64]*lease{}}
+	e := &Engine{db: db, log: log, changes: make(chan int64, 1), leases: map[int64]*lease{}, dir: dir, minFreeBytes: o.MinFreeBytes}
 	if e.lastRev, err = e.readMeta(metaRev); err != nil {
 		db.Close()
 		return nil, err
@@ -260,9 +275,12 @@ func scanLive(it *pebble.Iterator, rev int64, fn func(prefix []byte, rev int64, 
 }
 
 // Update implements mvcc.Engine.
-func (e *Engine) Update(ctx context.Context, fn func(mvcc.Tx) error) (int64, error) {
+func (e *Engine) Update(ctx context.Context, fn func(mvcc.Tx) error) (rev int64, err error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
+	}
+	if f := e.failed.Load(); f != nil {
+		return 0, fmt.Errorf("%w: writes stopped after a storage error (%v); fix the disk and restart the datastore; reads go on", mvcc.ErrEngineDegraded, *f)
 	}
 	e.wmu.Lock()
 	b := e.db.NewIndexedBatch()
@@ -279,20 +297,24 @@ func (e *Engine) Update(ctx context.Context, fn func(mvcc.Tx) error) (int64, err
 		// but not yet synced: answer only once they are durable.
 		if seen > e.durable.Load() {
 			if err := e.db.LogData(nil, pebble.Sync); err != nil {
-				return 0, fmt.Errorf("sync log: %w", err)
+				return 0, e.fail(fmt.Errorf("sync log: %w", err))
 			}
 			e.markDurable(seen)
 		}
 		return seen, nil
 	}
-	rev := e.lastRev
+	if err := e.checkSpace(uint64(b.Len())); err != nil {
+		e.wmu.Unlock()
+		return 0, err
+	}
+	rev = e.lastRev
 	if t.wroteKV {
 		rev = t.rev
 		b.Set(metaRev, binary.BigEndian.AppendUint64(nil, uint64(rev)), nil)
 	}
-	if err := e.db.ApplyNoSyncWait(b, pebble.Sync); err != nil {
+	if err := e.apply(b); err != nil {
 		e.wmu.Unlock()
-		return 0, fmt.Errorf("apply batch at revision %d: %w", rev, err)
+		return 0, e.fail(fmt.Errorf("apply batch at revision %d: %w", rev, err))
 	}
 	e.lastRev = rev
 	t.applyLeases()
@@ -300,10 +322,47 @@ func (e *Engine) Update(ctx context.Context, fn func(mvcc.Tx) error) (int64, err
 	// Wait for the log sync outside the lock so that concurrent writers
 	// share one fsync (group commit).
 	if err := b.SyncWait(); err != nil {
-		return 0, fmt.Errorf("sync log at revision %d: %w", rev, err)
+		return 0, e.fail(fmt.Errorf("sync log at revision %d: %w", rev, err))
 	}
 	e.markDurable(rev)
 	return rev, nil
+}
+
+// apply applies b to the memtable and queues its log sync. Pebble panics
+// on a log write after an earlier log error; that becomes an error here.
+func (e *Engine) apply(b *pebble.Batch) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("pebble: %v", r)
+		}
+	}()
+	return e.db.ApplyNoSyncWait(b, pebble.Sync)
+}
+
+// fail records a storage error that leaves the log in doubt: later writes
+// might build on state that is not durable, so they are refused.
+func (e *Engine) fail(err error) error {
+	if e.failed.CompareAndSwap(nil, &err) {
+		e.log.Error("storage error: refusing writes until restart; reads go on", "err", err)
+	}
+	return fmt.Errorf("%w: %v", mvcc.ErrEngineDegraded, err)
+}
+
+// checkSpace refuses a write that would leave less than the reserve free.
+func (e *Engine) checkSpace(n uint64) error {
+	if e.minFreeBytes == 0 {
+		return nil
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(e.dir, &st); err != nil {
+		return nil // cannot tell: let the write find out
+	}
+	free := st.Bavail * uint64(st.Bsize)
+	if free < e.minFreeBytes+n {
+		return fmt.Errorf("%w: %d MiB free on %s, below the %d MiB reserve: free disk space or grow the disk; reads keep working",
+			mvcc.ErrNoSpace, free>>20, e.dir, e.minFreeBytes>>20)
+	}
+	return nil
 }
 
 // Events implements mvcc.Engine.
@@ -506,7 +565,14 @@ func (e *Engine) ExpiredLeases(context.Context) ([]int64, error) {
 type pebbleLogger struct{ log *slog.Logger }
 
 func (l pebbleLogger) Infof(format string, args ...any) {
-	l.log.Debug(fmt.Sprintf(format, args...), "component", "pebble")
+	msg := fmt.Sprintf(format, args...)
+	if strings.Contains(msg, "stopped reading at offset") {
+		// Where log replay ended after a restart: the last good record
+		// (a torn tail after a crash is dropped there, never served).
+		l.log.Info(msg, "component", "pebble")
+		return
+	}
+	l.log.Debug(msg, "component", "pebble")
 }
 
 func (l pebbleLogger) Errorf(format string, args ...any) {
