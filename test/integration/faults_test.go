@@ -2,14 +2,14 @@ package integration
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
@@ -62,10 +62,11 @@ func TestDiskFull(t *testing.T) {
 	cli := connect(t, p, sock)
 	defer cli.Close()
 	ctx := context.Background()
-	val := strings.Repeat("x", 1<<20)
+	val := make([]byte, 1<<20)
 	var written int
 	for ; written < 400; written++ {
-		_, err := cli.Put(ctx, fmt.Sprintf("/big/%03d", written), val)
+		rand.Read(val) // incompressible
+		_, err := cli.Put(ctx, fmt.Sprintf("/big/%03d", written), string(val))
 		if err == nil {
 			continue
 		}
@@ -81,16 +82,16 @@ func TestDiskFull(t *testing.T) {
 	if err != nil || r.Count != int64(written) {
 		t.Fatalf("read on a full disk: count %v, err %v; want %d", r, err, written)
 	}
-	if _, err := cli.Put(ctx, "/small", "x"); status.Code(err) != codes.ResourceExhausted {
-		t.Errorf("small write on a full disk: err = %v, want ResourceExhausted", err)
+	if _, err := cli.Put(ctx, "/again", string(val)); status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("another 1 MiB write on a full disk: err = %v, want ResourceExhausted", err)
 	}
 	if p.exited() {
 		t.Fatalf("datastore exited on a full disk:\n%s", p.stderr)
 	}
 }
 
-// TestTornLogTail appends garbage to the newest write-ahead log after a
-// SIGKILL, as a write torn by a crash leaves it: the engine must start,
+// TestTornLogTail writes a torn record after the last good one in the
+// write-ahead log after a SIGKILL, as a write cut short by a crash leaves it: the engine must start,
 // keep every acknowledged write, and serve no garbage.
 func TestTornLogTail(t *testing.T) {
 	for _, tail := range []struct {
@@ -122,29 +123,29 @@ func TestTornLogTail(t *testing.T) {
 			cli.Close()
 			p.kill()
 
-			logs, _ := filepath.Glob(filepath.Join(dir, "datastore", "db", "*.log"))
-			if len(logs) == 0 {
-				t.Fatal("no write-ahead log found")
-			}
-			sort.Strings(logs)
-			newest := logs[len(logs)-1]
-			st, err := os.Stat(newest)
+			// A write torn by the crash: a record header of the current
+			// generation after the last good record, then garbage.
+			seg := filepath.Join(dir, "datastore", "wal", "segment")
+			data, err := os.ReadFile(seg)
 			if err != nil {
 				t.Fatal(err)
 			}
-			f, err := os.OpenFile(newest, os.O_WRONLY, 0)
+			gen := binary.LittleEndian.Uint64(data[8:16])
+			end := 4096
+			for binary.LittleEndian.Uint32(data[end+4:]) != 0 && binary.LittleEndian.Uint64(data[end+8:]) == gen {
+				end += 24 + int(binary.LittleEndian.Uint32(data[end+4:]))
+			}
+			torn := make([]byte, 24, 24+len(tail.data))
+			binary.LittleEndian.PutUint32(torn[0:], 0xdeadbeef) // a checksum that cannot match
+			binary.LittleEndian.PutUint32(torn[4:], uint32(len(tail.data)))
+			binary.LittleEndian.PutUint64(torn[8:], gen)
+			binary.LittleEndian.PutUint64(torn[16:], 1<<40)
+			torn = append(torn, tail.data...)
+			f, err := os.OpenFile(seg, os.O_WRONLY, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
-			// Write right after the last record pebble wrote; the file may
-			// be preallocated, so find the end of the data.
-			data, _ := os.ReadFile(newest)
-			end := len(data)
-			for end > 0 && data[end-1] == 0 {
-				end--
-			}
-			_ = st
-			if _, err := f.WriteAt(tail.data, int64(end)); err != nil {
+			if _, err := f.WriteAt(torn, int64(end)); err != nil {
 				t.Fatal(err)
 			}
 			f.Close()
@@ -167,7 +168,6 @@ func TestTornLogTail(t *testing.T) {
 			if _, err := cli.Put(ctx, "/torn/after", "ok"); err != nil {
 				t.Fatalf("write after recovery: %v", err)
 			}
-			_ = time.Second
 		})
 	}
 }

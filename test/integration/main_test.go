@@ -16,8 +16,8 @@ import (
 )
 
 var (
-	binary string
-	pg     *pgtest.Server
+	cloudlessBin string
+	pg           *pgtest.Server
 )
 
 func TestMain(m *testing.M) {
@@ -31,8 +31,8 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	binary = filepath.Join(dir, "cloudless")
-	build := exec.Command("go", "build", "-o", binary, "./cmd/cloudless")
+	cloudlessBin = filepath.Join(dir, "cloudless")
+	build := exec.Command("go", "build", "-o", cloudlessBin, "./cmd/cloudless")
 	build.Dir = "../.."
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build cloudless: %v\n%s", err, out)
@@ -58,7 +58,7 @@ type proc struct {
 
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(binary, args...), stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	p := &proc{cmd: exec.Command(cloudlessBin, args...), stderr: &bytes.Buffer{}, done: make(chan struct{})}
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %v: %v", args, err)

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"golang.org/x/sys/unix"
 
+	"github.com/cloudless-dev/cloudless/internal/datastore/engine/wal"
 	"github.com/cloudless-dev/cloudless/internal/datastore/mvcc"
 )
 
@@ -40,6 +42,8 @@ type Engine struct {
 	leaseMu sync.Mutex
 	leases  map[int64]*lease
 
+	wal          *wal.Log
+	lsn          uint64 // last log sequence number appended (guarded by wmu)
 	dir          string
 	minFreeBytes uint64
 	// failed holds the first error that left the log in doubt; once set,
@@ -52,7 +56,11 @@ type Options struct {
 	// MinFreeBytes is the free space below which writes are refused with
 	// a clear error, before the disk is truly full.
 	MinFreeBytes uint64
+	// WALSize is the size of the write-ahead log segment; 0 means 64 MiB.
+	WALSize int64
 }
+
+var metaLSN = []byte("mlsn")
 
 type lease struct {
 	ttl      int64
@@ -62,41 +70,79 @@ type lease struct {
 
 var _ mvcc.Engine = (*Engine)(nil)
 
-// Open opens or creates the database in dir.
+// Open opens or creates the engine's files in dir: the pebble database in
+// dir/db and the write-ahead log in dir/wal. Pebble's own WAL is off; ours
+// (package wal) is replayed into pebble here, flushed, and restarted.
 func Open(dir string, o Options, log *slog.Logger) (*Engine, error) {
+	if o.WALSize == 0 {
+		o.WALSize = 64 << 20
+	}
 	opts := &pebble.Options{
-		// Reuse WAL files so that syncing a write does not also journal
-		// a change of file size.
-		WALMinSyncInterval: nil,
-		Logger:             pebbleLogger{log},
-		// Fewer, larger memtable flushes mean less rewriting.
-		MemTableSize: 32 << 20,
+		DisableWAL:   true,
+		Logger:       pebbleLogger{log},
+		MemTableSize: 16 << 20,
 	}
 	opts.EnsureDefaults()
-	db, err := pebble.Open(dir, opts)
+	db, err := pebble.Open(filepath.Join(dir, "db"), opts)
 	if err != nil {
 		return nil, fmt.Errorf("open pebble database in %s: %w", dir, err)
 	}
 	e := &Engine{db: db, log: log, changes: make(chan int64, 1), leases: map[int64]*lease{}, dir: dir, minFreeBytes: o.MinFreeBytes}
-	if e.lastRev, err = e.readMeta(metaRev); err != nil {
-		db.Close()
-		return nil, err
-	}
-	if e.lastRev == 0 {
-		e.lastRev = 1 // like etcd, an empty store is at revision 1
-	}
-	e.durable.Store(e.lastRev)
-	c, err := e.readMeta(metaCompact)
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	e.compacted.Store(c)
-	if err := e.loadLeases(); err != nil {
+	if err := e.recover(filepath.Join(dir, "wal", "segment"), o.WALSize); err != nil {
 		db.Close()
 		return nil, err
 	}
 	return e, nil
+}
+
+// recover replays the log records pebble had not flushed, makes them
+// durable in pebble, starts a new log generation and loads the metadata.
+func (e *Engine) recover(walPath string, walSize int64) error {
+	checkpoint, err := e.readMeta(metaLSN)
+	if err != nil {
+		return err
+	}
+	l, recs, err := wal.Open(walPath, walSize, e.log)
+	if err != nil {
+		return err
+	}
+	e.wal, e.lsn = l, uint64(checkpoint)
+	replayed := 0
+	for _, r := range recs {
+		if r.LSN <= e.lsn {
+			continue
+		}
+		b := e.db.NewBatch()
+		if err := b.SetRepr(append([]byte(nil), r.Payload...)); err != nil {
+			return fmt.Errorf("replay wal record %d: %w", r.LSN, err)
+		}
+		if err := e.db.Apply(b, pebble.NoSync); err != nil {
+			return fmt.Errorf("replay wal record %d: %w", r.LSN, err)
+		}
+		e.lsn = r.LSN
+		replayed++
+	}
+	if replayed > 0 {
+		e.log.Info("replayed write-ahead log", "records", replayed, "lsn", e.lsn)
+	}
+	if err := e.db.Flush(); err != nil {
+		return fmt.Errorf("flush after replay: %w", err)
+	}
+	if err := e.wal.Reset(); err != nil {
+		return err
+	}
+	rev, err := e.readMeta(metaRev)
+	if err != nil {
+		return err
+	}
+	e.lastRev = max(rev, 1) // like etcd, an empty store is at revision 1
+	e.durable.Store(e.lastRev)
+	c, err := e.readMeta(metaCompact)
+	if err != nil {
+		return err
+	}
+	e.compacted.Store(c)
+	return e.loadLeases()
 }
 
 func (e *Engine) readMeta(k []byte) (int64, error) {
@@ -158,11 +204,18 @@ func (e *Engine) loadLeases() error {
 	return nil
 }
 
-// Close closes the database.
+// Close flushes and closes the database and the log.
 func (e *Engine) Close() error {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
-	return e.db.Close()
+	err := e.db.Flush()
+	if cerr := e.db.Close(); err == nil {
+		err = cerr
+	}
+	if cerr := e.wal.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // Revisions implements mvcc.Engine.
@@ -291,13 +344,13 @@ func (e *Engine) Update(ctx context.Context, fn func(mvcc.Tx) error) (rev int64,
 		return 0, err
 	}
 	if b.Empty() {
-		seen := e.lastRev
+		seen, lsn := e.lastRev, e.lsn
 		e.wmu.Unlock()
 		// A read-only transaction may have read writes that are applied
 		// but not yet synced: answer only once they are durable.
 		if seen > e.durable.Load() {
-			if err := e.db.LogData(nil, pebble.Sync); err != nil {
-				return 0, e.fail(fmt.Errorf("sync log: %w", err))
+			if err := e.wal.Wait(lsn); err != nil {
+				return 0, e.fail(err)
 			}
 			e.markDurable(seen)
 		}
@@ -312,31 +365,56 @@ func (e *Engine) Update(ctx context.Context, fn func(mvcc.Tx) error) (rev int64,
 		rev = t.rev
 		b.Set(metaRev, binary.BigEndian.AppendUint64(nil, uint64(rev)), nil)
 	}
-	if err := e.apply(b); err != nil {
+	lsn, err := e.commitLocked(b)
+	if err != nil {
 		e.wmu.Unlock()
-		return 0, e.fail(fmt.Errorf("apply batch at revision %d: %w", rev, err))
+		return 0, e.fail(fmt.Errorf("commit revision %d: %w", rev, err))
 	}
 	e.lastRev = rev
 	t.applyLeases()
 	e.wmu.Unlock()
-	// Wait for the log sync outside the lock so that concurrent writers
-	// share one fsync (group commit).
-	if err := b.SyncWait(); err != nil {
+	// Wait for the log outside the lock so that concurrent writers share
+	// one sync (group commit).
+	if err := e.wal.Wait(lsn); err != nil {
 		return 0, e.fail(fmt.Errorf("sync log at revision %d: %w", rev, err))
 	}
 	e.markDurable(rev)
 	return rev, nil
 }
 
-// apply applies b to the memtable and queues its log sync. Pebble panics
-// on a log write after an earlier log error; that becomes an error here.
-func (e *Engine) apply(b *pebble.Batch) (err error) {
+// commitLocked applies b to pebble's memtable and appends it to the log;
+// the caller holds wmu and waits for the returned LSN to be durable. When
+// the log segment is full, pebble is flushed and the log restarted.
+func (e *Engine) commitLocked(b *pebble.Batch) (lsn uint64, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("pebble: %v", r)
 		}
 	}()
-	return e.db.ApplyNoSyncWait(b, pebble.Sync)
+	lsn = e.lsn + 1
+	if err := b.Set(metaLSN, binary.BigEndian.AppendUint64(nil, lsn), nil); err != nil {
+		return 0, err
+	}
+	if err := e.db.Apply(b, pebble.NoSync); err != nil {
+		return 0, err
+	}
+	e.lsn = lsn
+	err = e.wal.Append(lsn, b.Repr())
+	if errors.Is(err, wal.ErrFull) {
+		// Everything up to lsn is in the memtable: flush it to SSTs,
+		// after which the log can start over.
+		if err := e.wal.Wait(lsn - 1); err != nil {
+			return 0, err
+		}
+		if err := e.db.Flush(); err != nil {
+			return 0, fmt.Errorf("flush for log rotation: %w", err)
+		}
+		if err := e.wal.Reset(); err != nil {
+			return 0, err
+		}
+		err = e.wal.Append(lsn, b.Repr())
+	}
+	return lsn, err
 }
 
 // fail records a storage error that leaves the log in doubt: later writes
@@ -442,7 +520,11 @@ func (e *Engine) event(key []byte, rev int64) (mvcc.Event, error) {
 // Compact implements mvcc.Engine. Readers are cut off first, then old
 // versions are deleted in batches while writers go on.
 func (e *Engine) Compact(ctx context.Context, rev int64) error {
-	if err := e.db.Set(metaCompact, binary.BigEndian.AppendUint64(nil, uint64(rev)), pebble.Sync); err != nil {
+	b := e.db.NewBatch()
+	if err := b.Set(metaCompact, binary.BigEndian.AppendUint64(nil, uint64(rev)), nil); err != nil {
+		return err
+	}
+	if err := e.commit(b); err != nil {
 		return fmt.Errorf("record compacted revision: %w", err)
 	}
 	e.compacted.Store(rev)
@@ -451,15 +533,7 @@ func (e *Engine) Compact(ctx context.Context, rev int64) error {
 		return err
 	}
 	defer it.Close()
-	b := e.db.NewBatch()
-	flush := func() error {
-		if b.Empty() {
-			return nil
-		}
-		err := b.Commit(pebble.NoSync)
-		b = e.db.NewBatch()
-		return err
-	}
+	b = e.db.NewBatch()
 	var prefix []byte
 	keptBelow := false
 	for ok := it.First(); ok; ok = it.Next() {
@@ -493,19 +567,38 @@ func (e *Engine) Compact(ctx context.Context, rev int64) error {
 		if err := b.Delete(it.Key(), nil); err != nil {
 			return err
 		}
-		if b.Len() > 4<<20 {
-			if err := flush(); err != nil {
-				return err
+		if b.Len() > 1<<20 {
+			if err := e.commit(b); err != nil {
+				return fmt.Errorf("commit compaction: %w", err)
 			}
+			b = e.db.NewBatch()
 		}
 	}
 	if err := b.DeleteRange(logKey(0, 0), logKey(rev, 0), nil); err != nil {
 		return err
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := e.commit(b); err != nil {
 		return fmt.Errorf("commit compaction: %w", err)
 	}
-	return b.Close()
+	return nil
+}
+
+// commit writes a batch that changes no revision, durably.
+func (e *Engine) commit(b *pebble.Batch) error {
+	defer b.Close()
+	if f := e.failed.Load(); f != nil {
+		return fmt.Errorf("%w: writes stopped after a storage error (%v)", mvcc.ErrEngineDegraded, *f)
+	}
+	e.wmu.Lock()
+	lsn, err := e.commitLocked(b)
+	e.wmu.Unlock()
+	if err != nil {
+		return e.fail(err)
+	}
+	if err := e.wal.Wait(lsn); err != nil {
+		return e.fail(err)
+	}
+	return nil
 }
 
 // Size implements mvcc.Engine.
