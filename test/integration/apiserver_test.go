@@ -62,20 +62,7 @@ func TestKubeAPIServer(t *testing.T) {
 	apiserverBin, kubectlBin := k8sBinaries(t)
 	for _, engine := range []string{"pebble", "postgres"} {
 		t.Run(engine, func(t *testing.T) {
-			dir, err := os.MkdirTemp("", "cl-kas-")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { os.RemoveAll(dir) })
-			sock := dir + "/etcd.sock"
-			args := []string{"datastore", "--data-dir", dir, "--listen-socket", sock, "--log-level", "warn"}
-			if engine == "postgres" {
-				dsn, err := pg.NewDatabase(context.Background())
-				if err != nil {
-					t.Fatal(err)
-				}
-				args = append(args, "--datastore-endpoint", dsn)
-			}
+			dir, sock, args := datastoreArgs(t, engine)
 			ds := start(t, args...)
 			etcd := connect(t, ds, sock)
 			defer etcd.Close()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -22,20 +21,7 @@ import (
 func TestCrashSafety(t *testing.T) {
 	for _, engine := range []string{"pebble", "postgres"} {
 		t.Run(engine, func(t *testing.T) {
-			dir, err := os.MkdirTemp("", "cl-crash-")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { os.RemoveAll(dir) })
-			sock := dir + "/etcd.sock"
-			args := []string{"datastore", "--data-dir", dir, "--listen-socket", sock, "--log-level", "warn"}
-			if engine == "postgres" {
-				dsn, err := pg.NewDatabase(context.Background())
-				if err != nil {
-					t.Fatal(err)
-				}
-				args = append(args, "--datastore-endpoint", dsn)
-			}
+			_, sock, args := datastoreArgs(t, engine)
 			acked := map[string]ackedWrite{}
 			var lastRev, watchedRev int64
 			rounds := 12

@@ -102,13 +102,7 @@ func TestTornLogTail(t *testing.T) {
 		{"zeros", make([]byte, 8192)},
 	} {
 		t.Run(tail.name, func(t *testing.T) {
-			dir, err := os.MkdirTemp("", "cl-torn-")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { os.RemoveAll(dir) })
-			sock := dir + "/etcd.sock"
-			args := []string{"datastore", "--data-dir", dir, "--listen-socket", sock, "--log-level", "warn"}
+			dir, sock, args := datastoreArgs(t, "pebble")
 			p := start(t, args...)
 			cli := connect(t, p, sock)
 			ctx := context.Background()

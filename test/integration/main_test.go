@@ -81,3 +81,25 @@ func (p *proc) exited() bool {
 		return false
 	}
 }
+
+// datastoreArgs makes a fresh data dir (and, for postgres, a fresh
+// database) and returns it, the socket path and the arguments that run a
+// datastore on engine there.
+func datastoreArgs(t *testing.T, engine string) (dir, sock string, args []string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "cl-ds-") // short: unix socket paths are limited
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock = dir + "/etcd.sock"
+	args = []string{"datastore", "--data-dir", dir, "--listen-socket", sock, "--log-level", "warn"}
+	if engine == "postgres" {
+		dsn, err := pg.NewDatabase(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--datastore-endpoint", dsn)
+	}
+	return dir, sock, args
+}
