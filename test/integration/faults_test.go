@@ -165,3 +165,19 @@ func TestTornLogTail(t *testing.T) {
 		})
 	}
 }
+
+// TestDataDirLocked starts a second datastore on a data dir in use: it
+// must refuse, naming the problem, instead of corrupting the first.
+func TestDataDirLocked(t *testing.T) {
+	dir, sock, args := datastoreArgs(t, "pebble")
+	p := start(t, args...)
+	cli := connect(t, p, sock)
+	defer cli.Close()
+	out, err := exec.Command(cloudlessBin, "datastore", "--data-dir", dir, "--listen-socket", dir+"/second.sock").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "locked by another running cloudless process") {
+		t.Fatalf("second datastore on %s: err = %v, output:\n%s\nwant a refusal naming the lock", dir, err, out)
+	}
+	if _, err := cli.Put(context.Background(), "/still", "works"); err != nil {
+		t.Fatalf("first datastore after the refused second one: %v", err)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble"
@@ -84,6 +85,9 @@ func Open(dir string, o Options, log *slog.Logger) (*Engine, error) {
 	}
 	opts.EnsureDefaults()
 	db, err := pebble.Open(filepath.Join(dir, "db"), opts)
+	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
+		return nil, fmt.Errorf("%s is locked by another running cloudless process; stop it or choose another --data-dir: %w", dir, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open pebble database in %s: %w", dir, err)
 	}
