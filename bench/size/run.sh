@@ -67,10 +67,12 @@ out=bench/results/size-$date-$host.md
   echo "Size: bytes of the store's files (etcd data dir, our data dir, PostgreSQL's whole data dir)."
   echo
   names=$(cut -d, -f1 "$work/size.csv" | tail -n +2 | sort -u | paste -sd' ')
-  echo "| minute | $(echo $names | sed 's/ / MiB | /g') MiB |"
+  echo "Each cell: MiB of files on disk / MiB the store reports as its database size (Maintenance Status db_size)."
+  echo
+  echo "| minute | $(echo $names | sed 's/ / | /g') |"
   echo "|---|$(for n in $names; do printf -- '---|'; done)"
-  awk -F, -v names="$names" 'NR>1 {m=int($2/60); v[m","$1]=$3; if (m>mx) mx=m}
-    END {n=split(names, a, " "); for (i=0;i<=mx;i++) {line="| " i; for (j=1;j<=n;j++) line=line " | " sprintf("%.1f", v[i","a[j]]/1048576); print line " |"}}' "$work/size.csv"
+  awk -F, -v names="$names" 'NR>1 {m=int($2/60); v[m","$1]=sprintf("%.1f / %.1f", $3/1048576, $4/1048576); if (m>mx) mx=m}
+    END {n=split(names, a, " "); for (i=0;i<=mx;i++) {line="| " i; for (j=1;j<=n;j++) line=line " | " v[i","a[j]]; print line " |"}}' "$work/size.csv"
 } > "$out"
 cp "$work/size.csv" "bench/results/size-$date-$host.csv"
 echo "wrote $out"
