@@ -65,7 +65,7 @@ PIDS=()     # processes we started
 PGDATAS=()  # PostgreSQL clusters we started (the postmaster is pg_ctl's child)
 MOUNTS=()
 LOOPS=()
-CHILD=""    # the foreground job (see fg)
+CHILD=""    # the foreground job (see run_fg)
 
 stop_pid() { # PID [timeout seconds]: TERM, wait up to the timeout, then KILL
   local pid=$1 t=${2:-20} i
@@ -108,9 +108,9 @@ trap cleanup EXIT
 trap 'log interrupted; exit 130' INT
 trap 'log terminated; exit 143' TERM
 
-# fg CMD...: run a long command as a background job and wait for it, so
-# that Ctrl-C and TERM reach the traps at once rather than after it ends.
-fg() {
+# run_fg CMD...: run a long command as a background job and wait for it,
+# so that Ctrl-C and TERM reach the traps at once rather than after it ends.
+run_fg() {
   "$@" &
   CHILD=$!
   local rc=0
@@ -178,13 +178,13 @@ free_port() { # first TCP port from $1 up that nothing listens on
 # so no background writes of ext4's own land in the measurement.
 mkloop() {
   local name=$1 img="$WORK/$1.img"
-  truncate -s "$LOOP_SIZE" "$img"
-  LOOPDEV=$(losetup --find --show "$img")
+  truncate -s "$LOOP_SIZE" "$img" || return 1
+  LOOPDEV=$(losetup --find --show "$img") || { FAIL_DETAIL="losetup failed"; return 1; }
   LOOPS+=("$LOOPDEV")
-  mkfs.ext4 -q -E lazy_itable_init=0,lazy_journal_init=0 "$LOOPDEV"
+  mkfs.ext4 -q -E lazy_itable_init=0,lazy_journal_init=0 "$LOOPDEV" || { FAIL_DETAIL="mkfs.ext4 failed"; return 1; }
   MNT="$WORK/mnt/$name"
   mkdir -p "$MNT"
-  mount "$LOOPDEV" "$MNT"
+  mount "$LOOPDEV" "$MNT" || { FAIL_DETAIL="mount failed"; return 1; }
   MOUNTS+=("$MNT")
 }
 
@@ -218,7 +218,7 @@ wait_ready() {
 # with the distribution's default settings.
 start_pg() {
   local name=$1
-  mkloop "$name"
+  mkloop "$name" || return 1
   chown postgres: "$MNT"
   PGDATA_DIR="$MNT/pgdata"
   local sock="$WORK/pgsock-$name"
@@ -229,16 +229,23 @@ start_pg() {
     FAIL_DETAIL="initdb failed: $(tail -n 10 "$LOGS/$name-initdb.log")"
     return 1
   fi
-  touch "$LOGS/$name-postgres.log"
-  chown postgres: "$LOGS/$name-postgres.log"
+  # The server log lives in WORK, which postgres can reach; stop_store
+  # copies it to LOGS.
+  PGLOG="$WORK/$name-postgres.log"
+  touch "$PGLOG"
+  chown postgres: "$PGLOG"
   PGDATAS+=("$PGDATA_DIR")
-  if ! (cd / && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -l "$LOGS/$name-postgres.log" -w -t "$START_TIMEOUT" \
+  if ! (cd / && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -l "$PGLOG" -w -t "$START_TIMEOUT" \
     -o "-c listen_addresses=127.0.0.1 -p $PGPORT -k $sock" start) >/dev/null 2>&1; then
-    FAIL_DETAIL="PostgreSQL did not start: $(tail -n 10 "$LOGS/$name-postgres.log")"
+    FAIL_DETAIL="PostgreSQL did not start: $(tail -n 10 "$PGLOG" 2>/dev/null)"
     return 1
   fi
   PGPID=$(head -1 "$PGDATA_DIR/postmaster.pid")
   PG_PIDS="$PGPID"
+  # A CHECKPOINT before each device reading: PostgreSQL writes its data
+  # files at checkpoints (every 5 min by default), which would otherwise
+  # fall at random in or out of the timed phase.
+  FLUSH_CMD="$PGBIN/psql -X -q -h 127.0.0.1 -p $PGPORT -U postgres -d postgres -c CHECKPOINT"
 }
 
 pg_createdb() { # DBNAME
@@ -248,7 +255,7 @@ pg_createdb() { # DBNAME
 # start_STORE: sets ENDPOINT, WATCH_ENDPOINT, SERVER_PIDS, PG_PIDS, MNT,
 # LOOPDEV; on failure returns 1 with FAIL_DETAIL.
 start_etcd() {
-  mkloop etcd
+  mkloop etcd || return 1
   local port peer
   port=$(free_port 23790)
   peer=$(free_port $((port + 1)))
@@ -264,7 +271,7 @@ start_etcd() {
 }
 
 start_kine-sqlite() {
-  mkloop kine-sqlite
+  mkloop kine-sqlite || return 1
   mkdir -p "$MNT/db"
   spawn kine-sqlite "$BIN/kine" --listen-address "unix://$MNT/kine.sock" --endpoint "sqlite://$MNT/db/state.db"
   SERVER_PIDS=$SPAWNED
@@ -285,7 +292,7 @@ start_kine-postgres() {
 
 start_cloudless-embedded() {
   if [ -n "$CLOUDLESS_ERR" ]; then FAIL_DETAIL=$CLOUDLESS_ERR; return 1; fi
-  mkloop cloudless-embedded
+  mkloop cloudless-embedded || return 1
   mkdir -p "$MNT/data"
   spawn cloudless-embedded "$CLOUDLESS" --log-level warn datastore --data-dir "$MNT/data" --listen-socket "$MNT/data/etcd.sock"
   SERVER_PIDS=$SPAWNED
@@ -324,6 +331,7 @@ stop_store() {
   if [ -n "$PGDATA_DIR" ]; then
     stop_pg "$PGDATA_DIR"
     remove PGDATAS "$PGDATA_DIR"
+    [ -f "$PGLOG" ] && cp "$PGLOG" "$LOGS/"
   fi
   [ -n "$MNT" ] && mountpoint -q "$MNT" && rmloop "$MNT" "$LOOPDEV"
   return 0
@@ -332,7 +340,7 @@ stop_store() {
 # ---------------------------------------------------------------- the run
 log "stores: $STORES; timed phase ${DURATION}s each, compactor every ${COMPACT_INTERVAL}s; logs in $LOGS"
 for store in $STORES; do
-  ENDPOINT="" WATCH_ENDPOINT="" SERVER_PIDS="" PG_PIDS="" MNT="" LOOPDEV="" PGDATA_DIR="" FAIL_DETAIL="" SPAWNED=""
+  ENDPOINT="" WATCH_ENDPOINT="" SERVER_PIDS="" PG_PIDS="" MNT="" LOOPDEV="" PGDATA_DIR="" PGLOG="" FLUSH_CMD="" FAIL_DETAIL="" SPAWNED=""
   log "$store: starting"
   if ! "start_$store"; then
     log "$store: failed to start"
@@ -341,10 +349,10 @@ for store in $STORES; do
     continue
   fi
   log "$store: measuring (${DURATION}s timed phase, then $LIST_OBJECTS pods and lists)"
-  if ! fg "$BIN/load" run --store "$store" --endpoint "$ENDPOINT" --watch-endpoint "${WATCH_ENDPOINT:-$ENDPOINT}" \
+  if ! run_fg "$BIN/load" run --store "$store" --endpoint "$ENDPOINT" --watch-endpoint "${WATCH_ENDPOINT:-$ENDPOINT}" \
     --duration "${DURATION}s" --compact-interval "${COMPACT_INTERVAL}s" --list-objects "$LIST_OBJECTS" \
     --mount "$MNT" --loop-devs "$(basename "$LOOPDEV")" --server-pids "$SERVER_PIDS" --pg-pids "$PG_PIDS" \
-    --out "$RES/$store.json" 2>>"$LOGS/$store-load.log"; then
+    --flush-cmd "$FLUSH_CMD" --out "$RES/$store.json" 2>>"$LOGS/$store-load.log"; then
     log "$store: the measurement failed: $(tail -n 1 "$LOGS/$store-load.log")"
     if [ ! -s "$RES/$store.json" ]; then
       "$BIN/load" mark --store "$store" --status "failed: load driver exited" --detail "$(tail -n 20 "$LOGS/$store-load.log")" --out "$RES/$store.json"

@@ -136,8 +136,8 @@ func markdown(c reportConfig, rs []*Result) string {
 			"(GuaranteedUpdate: `Txn If(ModRevision==rev) Then(Put) Else(Get)`, ~400 B), 5 ConfigMaps/s are created (`If(ModRevision==0) Then(Put)`, ~1 KiB) "+
 			"and 5/s deleted (`If(ModRevision==rev) Then(DeleteRange) Else(Get)`), and the apiserver's compactor runs every %.0f s "+
 			"(**shortened from kube-apiserver's default of 5 min** so that the run compacts). "+
-			"Then 10,000 pods of ~1 KiB are created under `/registry/pods/` and listed %d times whole (limit 0) and %d times in pages of 500.\n",
-			ref.DurationS, ref.CompactIntervalS, len(ref.ListFullMs), len(ref.ListPagedMs))
+			"Then %s pods of ~1 KiB are created under `/registry/pods/` and listed %d times whole (limit 0) and %d times in pages of %d.\n",
+			ref.DurationS, ref.CompactIntervalS, thousands(ref.ListObjects), len(ref.ListFullMs), len(ref.ListPagedMs), ref.PageSize)
 	}
 	for _, l := range strings.Split(strings.TrimSpace(c.notes), "\n") {
 		if l != "" {
@@ -145,7 +145,11 @@ func markdown(c reportConfig, rs []*Result) string {
 		}
 	}
 	p("\n## Results\n\n")
-	p("| Store | Status | API writes | writes/s | device bytes/write | write p50 ms | write p99 ms | list 10k full ms | list 10k paged ms | watch p50 ms | watch p99 ms | CPU s | peak memory MiB | DB size MiB (end / +10k pods) |\n")
+	n := "10k"
+	if ref != nil {
+		n = short(ref.ListObjects)
+	}
+	p("| Store | Status | API writes | writes/s | device bytes/write | write p50 ms | write p99 ms | list %s full ms | list %s paged ms | watch p50 ms | watch p99 ms | CPU s | peak memory MiB | DB size MiB (end / +%s pods) |\n", n, n, n)
 	p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rs {
 		if !ok(r) {
@@ -203,7 +207,7 @@ func markdown(c reportConfig, rs []*Result) string {
 		r    *Result
 		name string
 	}{{oe, storeOursEmbed}, {op, storeOursPG}} {
-		target(o.name+" list 10k (full, median) ≤ etcd", o.r, orMissing(et, storeEtcd), o.name, storeEtcd, func(a, b *Result) (string, bool) {
+		target(o.name+" list "+n+" (full, median) ≤ etcd", o.r, orMissing(et, storeEtcd), o.name, storeEtcd, func(a, b *Result) (string, bool) {
 			if a.ListError != "" || b.ListError != "" || a.ListFullMedMs < 0 || b.ListFullMedMs < 0 {
 				return "list failed", false
 			}
@@ -236,7 +240,7 @@ func markdown(c reportConfig, rs []*Result) string {
 			}
 		}
 		p("watch: %d events, %d acknowledged writes not delivered; ", r.WatchEvents, r.WatchMissed)
-		p("creating 10k pods took %.1f s", r.ListLoadS)
+		p("creating %s pods took %.1f s", thousands(r.ListObjects), r.ListLoadS)
 		if r.ListError != "" {
 			p("; list error: %s", r.ListError)
 		}
@@ -250,15 +254,39 @@ func markdown(c reportConfig, rs []*Result) string {
 	p("- **API writes**: successful mutating requests in the timed phase (Lease updates, ConfigMap creates and deletes, compactor `compact_rev_key` updates; a `Compact` call is not counted).\n")
 	p("- **device bytes/write**: sectors written to the store's loop device (`/sys/block/loopN/stat` field 7 × 512) during the timed phase, after `syncfs` at both ends, divided by API writes. For PostgreSQL-backed stores the device holds the PostgreSQL cluster (data and WAL) and the servers' data directories.\n")
 	p("- **write p50/p99**: latency of every write request of the timed phase as the client saw it.\n")
-	p("- **list 10k full / paged**: median of %s timed lists of the 10,000 pods: one Range with limit 0, and kube-apiserver's paging (limit 500, continuing from the last key at the first page's revision).\n", listRepeats(ref))
+	p("- **list %s full / paged**: median of %s timed lists of the pods: one Range with limit 0, and kube-apiserver's paging (limit %s, continuing from the last key at the first page's revision).\n", n, listRepeats(ref), pageSize(ref))
 	p("- **watch p50/p99**: from the writer's acknowledgement to the watcher's receipt of the event (0 if the event came first), over all timed-phase writes to the watched prefixes. Cross-server: written through one server process, watched through another on the same database.\n")
 	p("- **CPU s**: user+system CPU of the datastore process(es) during the timed phase, plus PostgreSQL's (postmaster and backends, exited ones included) where it is the backend.\n")
 	p("- **peak memory**: VmHWM of the datastore process(es); for PostgreSQL, the peak sampled (1 s) proportional set size of the postmaster and its backends, so that shared buffers count once.\n")
-	p("- **DB size**: `du` of the store's file system at the end of the timed phase, and after the 10,000 pods were added; the plot shows it every 10 s.\n")
+	p("- **DB size**: `du` of the store's file system at the end of the timed phase, and after the pods for the list measurement were added; the plot shows it every 10 s.\n")
 	if c.png != "" {
 		p("\n![database size and write latency](%s)\n", filepath.Base(c.png))
 	}
 	return b.String()
+}
+
+// short writes 10000 as 10k.
+func short(n int) string {
+	if n >= 1000 && n%1000 == 0 {
+		return fmt.Sprintf("%dk", n/1000)
+	}
+	return fmt.Sprint(n)
+}
+
+// thousands writes 10000 as 10,000.
+func thousands(n int) string {
+	s := fmt.Sprint(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+func pageSize(r *Result) string {
+	if r == nil {
+		return "500"
+	}
+	return fmt.Sprint(r.PageSize)
 }
 
 func listRepeats(r *Result) string {
@@ -318,6 +346,7 @@ func plotResults(path string, rs []*Result) error {
 	lat.Add(plotter.NewGrid())
 
 	var sizeArgs, latArgs []any
+	var sizeMax float64
 	for _, r := range rs {
 		if !ok(r) {
 			continue
@@ -325,6 +354,7 @@ func plotResults(path string, rs []*Result) error {
 		pts := make(plotter.XYs, len(r.DBSize))
 		for i, s := range r.DBSize {
 			pts[i] = plotter.XY{X: s.T, Y: float64(s.Bytes) / (1 << 20)}
+			sizeMax = math.Max(sizeMax, pts[i].Y)
 		}
 		if len(pts) > 0 {
 			sizeArgs = append(sizeArgs, r.Store, pts)
@@ -337,6 +367,8 @@ func plotResults(path string, rs []*Result) error {
 			latArgs = append(latArgs, r.Store, c)
 		}
 	}
+	// From zero, with room above the lines for the legend.
+	size.Y.Min, size.Y.Max = 0, math.Max(sizeMax*1.35, 1)
 	if len(sizeArgs) > 0 {
 		if err := plotutil.AddLinePoints(size, sizeArgs...); err != nil {
 			return err

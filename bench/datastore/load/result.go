@@ -47,6 +47,7 @@ type Result struct {
 
 	// List phase.
 	ListObjects     int       `json:"list_objects"`
+	PageSize        int64     `json:"page_size"`
 	ListLoadS       float64   `json:"list_load_s"`
 	ListFullMs      []float64 `json:"list_full_ms"`
 	ListPagedMs     []float64 `json:"list_paged_ms"`

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"math"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,6 +50,7 @@ type runConfig struct {
 	out              string
 	listConcurrency  int
 	watchCatchUpWait time.Duration
+	flushCmd         string
 }
 
 func intList(s string) ([]int, error) {
@@ -89,6 +91,7 @@ func cmdRun(args []string) error {
 	fs.StringVar(&ppids, "pg-pids", "", "comma-separated PIDs of PostgreSQL postmasters: CPU and PSS of them and their backends")
 	fs.DurationVar(&c.duInterval, "du-interval", 10*time.Second, "database size sampling interval")
 	fs.DurationVar(&c.watchCatchUpWait, "watch-catch-up", 15*time.Second, "after the timed phase, how long to wait for the watcher to receive every acknowledged write")
+	fs.StringVar(&c.flushCmd, "flush-cmd", "", "shell command run before each device reading, after the workload paused (PostgreSQL: psql -c CHECKPOINT)")
 	fs.StringVar(&c.out, "out", "", "result JSON file")
 	_ = fs.Parse(args)
 	if c.endpoint == "" || c.out == "" || c.store == "" {
@@ -241,6 +244,8 @@ func run(c runConfig, res *Result) error {
 	res.DurationS = c.duration.Seconds()
 	res.CompactIntervalS = c.compactInterval.Seconds()
 	res.WatchCrossServer = c.watchEndpoint != c.endpoint
+	res.ListObjects = c.listObjects
+	res.PageSize = c.pageSize
 	for _, p := range c.serverPids {
 		if !alive(p) {
 			return fmt.Errorf("server process %d is not running", p)
@@ -344,10 +349,8 @@ func run(c runConfig, res *Result) error {
 	}
 
 	// Baselines.
-	if c.mount != "" {
-		if err := syncFS(c.mount); err != nil {
-			return fmt.Errorf("syncfs %s: %w", c.mount, err)
-		}
+	if err := flush(c); err != nil {
+		return err
 	}
 	dev0, err := deviceBytes(c.loopDevs)
 	if err != nil {
@@ -509,10 +512,8 @@ func run(c runConfig, res *Result) error {
 		}
 		time.Sleep(10 * time.Millisecond) // polling the watcher's progress
 	}
-	if c.mount != "" {
-		if err := syncFS(c.mount); err != nil {
-			return fmt.Errorf("syncfs %s: %w", c.mount, err)
-		}
+	if err := flush(c); err != nil {
+		return err
 	}
 	dev1, err := deviceBytes(c.loopDevs)
 	if err != nil {
@@ -589,6 +590,22 @@ func run(c runConfig, res *Result) error {
 	if c.mount != "" {
 		_ = syncFS(c.mount)
 		res.DBSizeAfterList = diskUsage(c.mount)
+	}
+	return nil
+}
+
+// flush runs --flush-cmd, then syncfs on the mount, so that the device
+// counter read next includes what the store has written so far.
+func flush(c runConfig) error {
+	if c.flushCmd != "" {
+		if out, err := exec.Command("sh", "-c", c.flushCmd).CombinedOutput(); err != nil {
+			return fmt.Errorf("flush command %q: %v: %s", c.flushCmd, err, out)
+		}
+	}
+	if c.mount != "" {
+		if err := syncFS(c.mount); err != nil {
+			return fmt.Errorf("syncfs %s: %w", c.mount, err)
+		}
 	}
 	return nil
 }
@@ -708,7 +725,6 @@ func guaranteedDelete(rec *recorder, reqCtx func() (context.Context, context.Can
 
 // listPhase creates listObjects pods and times full and paged lists of them.
 func listPhase(c runConfig, cli *clientv3.Client, res *Result) error {
-	res.ListObjects = c.listObjects
 	now := time.Now()
 	loadCtx, cancel := context.WithTimeout(context.Background(), c.listLoadTimeout)
 	defer cancel()

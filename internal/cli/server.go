@@ -1,0 +1,61 @@
+package cli
+
+import (
+	"log/slog"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cloudless-dev/cloudless/internal/controlplane"
+)
+
+func newServerCmd(logger func() (*slog.Logger, error)) *cobra.Command {
+	cfg := controlplane.DefaultConfig()
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run a Kubernetes control plane: datastore, kube-apiserver, controller-manager and scheduler in one process",
+		Long: `Run a Kubernetes control plane in this process: the datastore (embedded, or
+PostgreSQL with --datastore-endpoint), certificates (created once, renewed
+while running), and upstream kube-apiserver, kube-controller-manager and
+kube-scheduler with secure defaults.
+
+When it is ready it prints where the admin kubeconfig is
+(<data-dir>/server/cred/admin.kubeconfig).
+
+Every flag can also be set with CLOUDLESS_<FLAG>, e.g. CLOUDLESS_CLUSTER_CIDR.
+The node agent (kubelet, containerd) is not part of this release yet.`,
+		Example: `  cloudless server
+  cloudless server --datastore-endpoint 'postgres://cloudless:secret@db/cloudless' --tls-san k8s.example.net`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := bindEnv(cmd); err != nil {
+				return err
+			}
+			log, err := logger()
+			if err != nil {
+				return err
+			}
+			s, err := controlplane.New(cfg, log.With("subsystem", "server"))
+			if err != nil {
+				return err
+			}
+			return s.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for Cloudless state")
+	f.StringVar(&cfg.DatastoreEndpoint, "datastore-endpoint", cfg.DatastoreEndpoint, "empty for the embedded datastore, or a postgres:// URL shared by several servers")
+	f.StringVar(&cfg.BindAddress, "bind-address", cfg.BindAddress, "address kube-apiserver listens on")
+	f.StringVar(&cfg.AdvertiseAddress, "advertise-address", cfg.AdvertiseAddress, "address other nodes reach kube-apiserver on (default: this host's address on its default route)")
+	f.IntVar(&cfg.HTTPSPort, "https-listen-port", cfg.HTTPSPort, "kube-apiserver's port")
+	f.StringVar(&cfg.ClusterCIDR, "cluster-cidr", cfg.ClusterCIDR, "pod network")
+	f.StringVar(&cfg.ServiceCIDR, "service-cidr", cfg.ServiceCIDR, "Service ClusterIP range")
+	f.StringVar(&cfg.ClusterDNS, "cluster-dns", cfg.ClusterDNS, "cluster DNS Service IP, inside --service-cidr")
+	f.StringVar(&cfg.ClusterDomain, "cluster-domain", cfg.ClusterDomain, "cluster DNS domain")
+	f.StringSliceVar(&cfg.TLSSANs, "tls-san", nil, "extra names or IPs for kube-apiserver's certificate (repeatable)")
+	f.DurationVar(&cfg.CertValidity, "cert-validity", cfg.CertValidity, "lifetime of leaf certificates")
+	f.DurationVar(&cfg.RenewBefore, "cert-renew-before", cfg.RenewBefore, "renew leaf certificates while running when less than this remains (at most a third of --cert-validity)")
+	f.StringArrayVar(&cfg.APIServerArgs, "kube-apiserver-arg", nil, "extra kube-apiserver flag, e.g. --kube-apiserver-arg=--v=2 (repeatable, applied last)")
+	f.StringArrayVar(&cfg.ControllerManagerArgs, "kube-controller-manager-arg", nil, "extra kube-controller-manager flag (repeatable, applied last)")
+	f.StringArrayVar(&cfg.SchedulerArgs, "kube-scheduler-arg", nil, "extra kube-scheduler flag (repeatable, applied last)")
+	return cmd
+}

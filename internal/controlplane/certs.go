@@ -1,0 +1,153 @@
+package controlplane
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/cloudless-dev/cloudless/internal/pki"
+)
+
+// paths under <data-dir>/server.
+type paths struct{ root string }
+
+func (p paths) tls(name string) string  { return filepath.Join(p.root, "tls", name) }
+func (p paths) cred(name string) string { return filepath.Join(p.root, "cred", name) }
+
+// AdminKubeconfig is where the admin kubeconfig is written.
+func AdminKubeconfig(dataDir string) string {
+	return paths{filepath.Join(dataDir, "server")}.cred("admin.kubeconfig")
+}
+
+type certs struct {
+	ca, frontProxyCA *pki.CA
+}
+
+// ensureCerts creates or renews every certificate and kubeconfig. It
+// returns the names of the leaves it wrote.
+func (s *Server) ensureCerts() ([]string, error) {
+	p, c := s.paths, s.cfg
+	dir := filepath.Join(p.root, "tls")
+	if s.certs.ca == nil {
+		var err error
+		if s.certs.ca, err = pki.LoadOrCreateCA(dir, "ca", "cloudless-ca", 10*365*24*time.Hour); err != nil {
+			return nil, err
+		}
+		if s.certs.frontProxyCA, err = pki.LoadOrCreateCA(dir, "front-proxy-ca", "cloudless-front-proxy-ca", 10*365*24*time.Hour); err != nil {
+			return nil, err
+		}
+		if err := ensureSAKey(p.tls("sa.key"), p.tls("sa.pub")); err != nil {
+			return nil, err
+		}
+	}
+	host, _ := os.Hostname()
+	dns := []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc." + c.ClusterDomain}
+	if host != "" {
+		dns = append(dns, host)
+	}
+	ips := []net.IP{net.ParseIP("127.0.0.1"), c.firstServiceIP()}
+	if c.AdvertiseAddress != "" {
+		ips = append(ips, net.ParseIP(c.AdvertiseAddress))
+	}
+	for _, san := range c.TLSSANs {
+		if ip := net.ParseIP(san); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			dns = append(dns, san)
+		}
+	}
+	v := c.CertValidity
+	client := []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	leaves := []struct {
+		ca   *pki.CA
+		leaf pki.Leaf
+	}{
+		{s.certs.ca, pki.Leaf{Name: "apiserver", CommonName: "kube-apiserver", DNSNames: dns, IPs: ips, Usages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, Validity: v}},
+		{s.certs.ca, pki.Leaf{Name: "apiserver-kubelet-client", CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}, Usages: client, Validity: v}},
+		{s.certs.frontProxyCA, pki.Leaf{Name: "front-proxy-client", CommonName: "front-proxy-client", Usages: client, Validity: v}},
+		{s.certs.ca, pki.Leaf{Name: "admin", CommonName: "cloudless-admin", Organization: []string{"system:masters"}, Usages: client, Validity: v}},
+		{s.certs.ca, pki.Leaf{Name: "controller-manager", CommonName: "system:kube-controller-manager", Usages: client, Validity: v}},
+		{s.certs.ca, pki.Leaf{Name: "scheduler", CommonName: "system:kube-scheduler", Usages: client, Validity: v}},
+	}
+	var wrote []string
+	for _, l := range leaves {
+		w, err := l.ca.Ensure(dir, l.leaf, c.renewBefore())
+		if err != nil {
+			return wrote, err
+		}
+		if w {
+			wrote = append(wrote, l.leaf.Name)
+		}
+	}
+	server := fmt.Sprintf("https://127.0.0.1:%d", c.HTTPSPort)
+	for _, k := range []string{"admin", "controller-manager", "scheduler"} {
+		if err := writeKubeconfig(p.cred(k+".kubeconfig"), server, s.certs.ca.PEM, p.tls(k+".crt"), p.tls(k+".key")); err != nil {
+			return wrote, err
+		}
+	}
+	return wrote, nil
+}
+
+func ensureSAKey(keyPath, pubPath string) error {
+	if _, err := os.Stat(keyPath); err == nil {
+		return nil
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(key)
+	pub, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err := pki.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		return err
+	}
+	return pki.WriteFile(pubPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644)
+}
+
+// writeKubeconfig writes a kubeconfig that names the certificate files,
+// so clients pick up renewed certificates without a restart.
+func writeKubeconfig(path, server string, caPEM []byte, certFile, keyFile string) error {
+	data := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: cloudless
+  cluster:
+    server: %s
+    certificate-authority-data: %s
+users:
+- name: user
+  user:
+    client-certificate: %s
+    client-key: %s
+contexts:
+- name: cloudless
+  context: {cluster: cloudless, user: user}
+current-context: cloudless
+`, server, base64.StdEncoding.EncodeToString(caPEM), certFile, keyFile)
+	return pki.WriteFile(path, []byte(data), 0o600)
+}
+
+// ensureSecretFile writes generated content once; it is never replaced.
+func ensureSecretFile(path string, gen func() ([]byte, error)) error {
+	if _, err := os.Stat(path); err == nil {
+		return os.Chmod(path, 0o600)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	data, err := gen()
+	if err != nil {
+		return err
+	}
+	return pki.WriteFile(path, data, 0o600)
+}
+
+func pkiWrite(path string, data []byte) error { return pki.WriteFile(path, data, 0o600) }

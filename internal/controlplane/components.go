@@ -1,0 +1,85 @@
+package controlplane
+
+// The only file that touches upstream component packages: each function
+// parses flags into the upstream options, completes them and runs the
+// component until ctx ends, as the upstream command would, minus the
+// process-wide signal handling that cannot be installed three times in one
+// process.
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/spf13/pflag"
+	"k8s.io/client-go/rest"
+	cliflag "k8s.io/component-base/cli/flag"
+	apiserverapp "k8s.io/kubernetes/cmd/kube-apiserver/app"
+	apiserveroptions "k8s.io/kubernetes/cmd/kube-apiserver/app/options"
+	cmapp "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	cmoptions "k8s.io/kubernetes/cmd/kube-controller-manager/app/options"
+	schedapp "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	schedoptions "k8s.io/kubernetes/cmd/kube-scheduler/app/options"
+)
+
+func parse(name string, sets cliflag.NamedFlagSets, args []string) error {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	for _, f := range sets.FlagSets {
+		fs.AddFlagSet(f)
+	}
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%s flags: %w", name, err)
+	}
+	return nil
+}
+
+func runAPIServer(ctx context.Context, args []string) error {
+	s := apiserveroptions.NewServerRunOptions()
+	if err := parse("kube-apiserver", s.Flags(), args); err != nil {
+		return err
+	}
+	if err := s.GenericServerRunOptions.ComponentGlobalsRegistry.Set(); err != nil {
+		return err
+	}
+	rest.SetDefaultWarningHandler(rest.NoWarnings{})
+	completed, err := s.Complete(ctx)
+	if err != nil {
+		return fmt.Errorf("kube-apiserver: %w", err)
+	}
+	if errs := completed.Validate(); len(errs) != 0 {
+		return fmt.Errorf("kube-apiserver: %v", errs)
+	}
+	return apiserverapp.Run(ctx, completed)
+}
+
+func runControllerManager(ctx context.Context, args []string) error {
+	s, err := cmoptions.NewKubeControllerManagerOptions()
+	if err != nil {
+		return err
+	}
+	if err := parse("kube-controller-manager", s.Flags(cmapp.KnownControllers(), cmapp.ControllersDisabledByDefault(), cmapp.ControllerAliases()), args); err != nil {
+		return err
+	}
+	if err := s.ComponentGlobalsRegistry.Set(); err != nil {
+		return err
+	}
+	c, err := s.Config(ctx, cmapp.KnownControllers(), cmapp.ControllersDisabledByDefault(), cmapp.ControllerAliases())
+	if err != nil {
+		return fmt.Errorf("kube-controller-manager: %w", err)
+	}
+	return cmapp.Run(ctx, c.Complete())
+}
+
+func runScheduler(ctx context.Context, args []string) error {
+	opts := schedoptions.NewOptions()
+	if err := parse("kube-scheduler", *opts.Flags, args); err != nil {
+		return err
+	}
+	if err := opts.ComponentGlobalsRegistry.Set(); err != nil {
+		return err
+	}
+	cc, sched, err := schedapp.Setup(ctx, opts)
+	if err != nil {
+		return fmt.Errorf("kube-scheduler: %w", err)
+	}
+	return schedapp.Run(ctx, cc, sched)
+}

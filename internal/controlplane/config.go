@@ -1,0 +1,100 @@
+package controlplane
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/cloudless-dev/cloudless/internal/datastore"
+)
+
+// Config configures the control plane.
+type Config struct {
+	DataDir string
+	// Datastore: empty for the embedded engine, or postgres://.
+	DatastoreEndpoint string
+
+	BindAddress      string // where the apiserver listens
+	AdvertiseAddress string // the address other nodes and Services use
+	HTTPSPort        int
+	ClusterCIDR      string
+	ServiceCIDR      string
+	ClusterDNS       string
+	ClusterDomain    string
+	TLSSANs          []string
+
+	// CertValidity is the lifetime of leaf certificates; they are renewed
+	// while running when less than RenewBefore (at most a third of the
+	// validity) remains.
+	CertValidity time.Duration
+	RenewBefore  time.Duration
+
+	// Extra upstream flags, applied last.
+	APIServerArgs         []string
+	ControllerManagerArgs []string
+	SchedulerArgs         []string
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		DataDir:       "/var/lib/cloudless",
+		BindAddress:   "0.0.0.0",
+		HTTPSPort:     6443,
+		ClusterCIDR:   "10.42.0.0/16",
+		ServiceCIDR:   "10.43.0.0/16",
+		ClusterDNS:    "10.43.0.10",
+		ClusterDomain: "cluster.local",
+		CertValidity:  365 * 24 * time.Hour,
+		RenewBefore:   120 * 24 * time.Hour,
+	}
+}
+
+// Validate checks the configuration without side effects.
+func (c *Config) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("--data-dir is empty")
+	}
+	cluster, err := netip.ParsePrefix(c.ClusterCIDR)
+	if err != nil {
+		return fmt.Errorf("--cluster-cidr %q is not a CIDR (for example 10.42.0.0/16): %v", c.ClusterCIDR, err)
+	}
+	service, err := netip.ParsePrefix(c.ServiceCIDR)
+	if err != nil {
+		return fmt.Errorf("--service-cidr %q is not a CIDR (for example 10.43.0.0/16): %v", c.ServiceCIDR, err)
+	}
+	if cluster.Overlaps(service) {
+		return fmt.Errorf("--cluster-cidr %s overlaps --service-cidr %s; choose ranges that do not overlap", cluster, service)
+	}
+	dns, err := netip.ParseAddr(c.ClusterDNS)
+	if err != nil || !service.Contains(dns) {
+		return fmt.Errorf("--cluster-dns %q must be an address inside --service-cidr %s", c.ClusterDNS, service)
+	}
+	if c.HTTPSPort <= 0 || c.HTTPSPort > 65535 {
+		return fmt.Errorf("--https-listen-port %d is not a port", c.HTTPSPort)
+	}
+	if net.ParseIP(c.BindAddress) == nil {
+		return fmt.Errorf("--bind-address %q is not an IP address", c.BindAddress)
+	}
+	if c.AdvertiseAddress != "" && net.ParseIP(c.AdvertiseAddress) == nil {
+		return fmt.Errorf("--advertise-address %q is not an IP address", c.AdvertiseAddress)
+	}
+	if c.CertValidity < time.Minute {
+		return fmt.Errorf("--cert-validity %s is too short", c.CertValidity)
+	}
+	ds := datastore.DefaultConfig()
+	ds.DataDir, ds.Endpoint = c.DataDir, c.DatastoreEndpoint
+	return ds.Validate()
+}
+
+// firstServiceIP is the kubernetes Service's ClusterIP.
+func (c *Config) firstServiceIP() net.IP {
+	p := netip.MustParsePrefix(c.ServiceCIDR)
+	return net.IP(p.Masked().Addr().Next().AsSlice())
+}
+
+func (c *Config) renewBefore() time.Duration {
+	return min(c.RenewBefore, c.CertValidity/3)
+}

@@ -1,0 +1,317 @@
+// Package controlplane boots a Kubernetes control plane in this process:
+// the datastore, certificates, and upstream kube-apiserver,
+// kube-controller-manager and kube-scheduler (components.go is the only
+// file that touches them), with secure defaults: RBAC and Node
+// authorizers, NodeRestriction, anonymous access only to health
+// endpoints, Pod Security baseline enforced and restricted warned,
+// Secrets encrypted at rest, an audit log, and leaf certificates renewed
+// while running.
+//
+// Only the cli package imports it.
+package controlplane
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/cloudless-dev/cloudless/internal/datastore"
+)
+
+// Server is a control plane.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	paths paths
+	certs certs
+	ready chan struct{}
+}
+
+// New returns a Server; it starts nothing.
+func New(cfg Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.AdvertiseAddress == "" {
+		ip, err := defaultAddress()
+		if err != nil {
+			return nil, err
+		}
+		cfg.AdvertiseAddress = ip.String()
+	}
+	return &Server{cfg: cfg, log: log, paths: paths{filepath.Join(cfg.DataDir, "server")}, ready: make(chan struct{})}, nil
+}
+
+// Ready is closed when the API server answers /readyz.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+func (s *Server) phase(n int, msg string, args ...any) {
+	s.log.Info(fmt.Sprintf("[%d/5] %s", n, msg), args...)
+}
+
+// Run boots the control plane and serves until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if err := os.MkdirAll(s.paths.root, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w (run as root or choose a writable --data-dir)", s.paths.root, err)
+	}
+	addr := net.JoinHostPort(s.cfg.BindAddress, strconv.Itoa(s.cfg.HTTPSPort))
+	if l, err := net.Listen("tcp", addr); err != nil {
+		return fmt.Errorf("port %s is in use (%v); stop what holds it or choose --https-listen-port", addr, err)
+	} else {
+		l.Close()
+	}
+	errc := make(chan error, 4)
+
+	s.phase(1, "starting datastore")
+	dscfg := datastore.DefaultConfig()
+	dscfg.DataDir, dscfg.Endpoint = s.cfg.DataDir, s.cfg.DatastoreEndpoint
+	ds, err := datastore.Open(ctx, dscfg, s.log.With("subsystem", "datastore"))
+	if err != nil {
+		return err
+	}
+	go func() { errc <- ds.Run(ctx) }()
+	select {
+	case <-ds.Ready():
+	case err := <-errc:
+		return err
+	}
+
+	s.phase(2, "certificates")
+	if _, err := s.ensureCerts(); err != nil {
+		return fmt.Errorf("certificates: %w", err)
+	}
+	if err := s.writeConfigFiles(); err != nil {
+		return err
+	}
+
+	s.phase(3, "starting kube-apiserver", "address", addr)
+	go func() {
+		errc <- fmt.Errorf("kube-apiserver: %w", runAPIServer(ctx, s.apiserverArgs(dscfg.SocketPath())))
+	}()
+	if err := s.waitReady(ctx, errc); err != nil {
+		return err
+	}
+
+	s.phase(4, "starting kube-controller-manager and kube-scheduler")
+	go func() {
+		errc <- fmt.Errorf("kube-controller-manager: %w", runControllerManager(ctx, s.controllerManagerArgs()))
+	}()
+	go func() { errc <- fmt.Errorf("kube-scheduler: %w", runScheduler(ctx, s.schedulerArgs())) }()
+
+	kc := AdminKubeconfig(s.cfg.DataDir)
+	s.phase(5, "ready", "kubeconfig", kc)
+	fmt.Fprintf(os.Stderr, "\nCloudless control plane is ready.\n  export KUBECONFIG=%s\n  cloudless kubectl get nodes   (or any kubectl)\n\n", kc)
+	close(s.ready)
+
+	renew := time.NewTicker(max(s.cfg.renewBefore()/10, time.Second))
+	defer renew.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errc:
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		case <-renew.C:
+			wrote, err := s.ensureCerts()
+			if err != nil {
+				s.log.Error("renew certificates", "err", err)
+			} else if len(wrote) > 0 {
+				s.log.Info("renewed certificates", "certs", wrote)
+			}
+		}
+	}
+}
+
+// waitReady polls the API server's /readyz with the admin certificate.
+func (s *Server) waitReady(ctx context.Context, errc chan error) error {
+	cert, err := tls.LoadX509KeyPair(s.paths.tls("admin.crt"), s.paths.tls("admin.key"))
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(s.certs.ca.PEM)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}}}
+	url := fmt.Sprintf("https://127.0.0.1:%d/readyz", s.cfg.HTTPSPort)
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("kube-apiserver not ready after 5 minutes: %v", err)
+		}
+		select {
+		case err := <-errc:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Server) apiserverArgs(sock string) []string {
+	p, c := s.paths, s.cfg
+	args := []string{
+		"--etcd-servers=unix://" + sock,
+		"--bind-address=" + c.BindAddress,
+		"--secure-port=" + strconv.Itoa(c.HTTPSPort),
+		"--advertise-address=" + c.AdvertiseAddress,
+		"--tls-cert-file=" + p.tls("apiserver.crt"),
+		"--tls-private-key-file=" + p.tls("apiserver.key"),
+		"--client-ca-file=" + p.tls("ca.crt"),
+		"--kubelet-client-certificate=" + p.tls("apiserver-kubelet-client.crt"),
+		"--kubelet-client-key=" + p.tls("apiserver-kubelet-client.key"),
+		"--kubelet-preferred-address-types=InternalIP,Hostname",
+		"--requestheader-client-ca-file=" + p.tls("front-proxy-ca.crt"),
+		"--requestheader-allowed-names=front-proxy-client",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-username-headers=X-Remote-User",
+		"--proxy-client-cert-file=" + p.tls("front-proxy-client.crt"),
+		"--proxy-client-key-file=" + p.tls("front-proxy-client.key"),
+		"--service-account-issuer=https://kubernetes.default.svc." + c.ClusterDomain,
+		"--service-account-key-file=" + p.tls("sa.pub"),
+		"--service-account-signing-key-file=" + p.tls("sa.key"),
+		"--service-cluster-ip-range=" + c.ServiceCIDR,
+		"--authorization-mode=Node,RBAC",
+		"--authentication-config=" + p.cred("authentication.yaml"),
+		"--enable-admission-plugins=NodeRestriction",
+		"--admission-control-config-file=" + p.cred("admission.yaml"),
+		"--encryption-provider-config=" + p.cred("encryption-config.yaml"),
+		"--encryption-provider-config-automatic-reload=true",
+		"--audit-policy-file=" + p.cred("audit-policy.yaml"),
+		"--audit-log-path=" + filepath.Join(p.root, "logs", "audit.log"),
+		"--audit-log-maxage=30", "--audit-log-maxbackup=10", "--audit-log-maxsize=100",
+		"--enable-bootstrap-token-auth=true",
+		"--allow-privileged=true",
+		"--profiling=false",
+		"--cert-dir=" + filepath.Join(p.root, "tls", "generated"),
+	}
+	return append(args, c.APIServerArgs...)
+}
+
+func (s *Server) controllerManagerArgs() []string {
+	p, c := s.paths, s.cfg
+	kc := p.cred("controller-manager.kubeconfig")
+	args := []string{
+		"--kubeconfig=" + kc, "--authentication-kubeconfig=" + kc, "--authorization-kubeconfig=" + kc,
+		"--bind-address=127.0.0.1", "--secure-port=10257",
+		"--cert-dir=" + filepath.Join(p.root, "tls", "generated"),
+		"--cluster-signing-cert-file=" + p.tls("ca.crt"), "--cluster-signing-key-file=" + p.tls("ca.key"),
+		"--root-ca-file=" + p.tls("ca.crt"),
+		"--service-account-private-key-file=" + p.tls("sa.key"),
+		"--use-service-account-credentials=true",
+		"--controllers=*,bootstrapsigner,tokencleaner",
+		"--allocate-node-cidrs=true", "--cluster-cidr=" + c.ClusterCIDR, "--service-cluster-ip-range=" + c.ServiceCIDR,
+		"--leader-elect=true", "--profiling=false",
+	}
+	return append(args, c.ControllerManagerArgs...)
+}
+
+func (s *Server) schedulerArgs() []string {
+	kc := s.paths.cred("scheduler.kubeconfig")
+	args := []string{
+		"--kubeconfig=" + kc, "--authentication-kubeconfig=" + kc, "--authorization-kubeconfig=" + kc,
+		"--bind-address=127.0.0.1", "--secure-port=10259", "--leader-elect=true", "--profiling=false",
+		"--cert-dir=" + filepath.Join(s.paths.root, "tls", "generated"),
+	}
+	return append(args, s.cfg.SchedulerArgs...)
+}
+
+// writeConfigFiles writes the apiserver's policy files. The encryption key
+// is generated once and kept.
+func (s *Server) writeConfigFiles() error {
+	p := s.paths
+	if err := os.MkdirAll(filepath.Join(p.root, "logs"), 0o700); err != nil {
+		return err
+	}
+	err := ensureSecretFile(p.cred("encryption-config.yaml"), func() ([]byte, error) {
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, err
+		}
+		return []byte(fmt.Sprintf(`apiVersion: apiserver.config.k8s.io/v1
+kind: EncryptionConfiguration
+resources:
+- resources: [secrets]
+  providers:
+  - secretbox:
+      keys:
+      - name: key-%d
+        secret: %s
+  - identity: {}
+`, time.Now().Unix(), base64.StdEncoding.EncodeToString(key))), nil
+	})
+	if err != nil {
+		return fmt.Errorf("encryption config: %w", err)
+	}
+	files := map[string]string{
+		"authentication.yaml": `apiVersion: apiserver.config.k8s.io/v1
+kind: AuthenticationConfiguration
+anonymous:
+  enabled: true
+  conditions:
+  - path: /livez
+  - path: /readyz
+  - path: /healthz
+`,
+		"admission.yaml": `apiVersion: apiserver.config.k8s.io/v1
+kind: AdmissionConfiguration
+plugins:
+- name: PodSecurity
+  configuration:
+    apiVersion: pod-security.admission.config.k8s.io/v1
+    kind: PodSecurityConfiguration
+    defaults:
+      enforce: baseline
+      enforce-version: latest
+      audit: restricted
+      audit-version: latest
+      warn: restricted
+      warn-version: latest
+    exemptions:
+      namespaces: [kube-system]
+`,
+		"audit-policy.yaml": `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: None
+  nonResourceURLs: [/livez*, /readyz*, /healthz*]
+- level: None
+  users: [system:kube-controller-manager, system:kube-scheduler]
+  verbs: [get, list, watch]
+- level: Metadata
+`,
+	}
+	for name, data := range files {
+		if err := os.MkdirAll(filepath.Dir(p.cred(name)), 0o700); err != nil {
+			return err
+		}
+		if err := pkiWrite(p.cred(name), []byte(data)); err != nil {
+			return err
+		}
+	}
+	return nil
+}

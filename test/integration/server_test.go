@@ -1,0 +1,200 @@
+package integration
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// startServer runs `cloudless server` and returns a client-go clientset
+// for its admin kubeconfig once /readyz answers.
+func startServer(t *testing.T, dir string, port int, extra ...string) (*proc, *kubernetes.Clientset, *rest.Config) {
+	t.Helper()
+	args := append([]string{"server", "--data-dir", dir, "--bind-address", "127.0.0.1", "--https-listen-port", fmt.Sprint(port)}, extra...)
+	p := start(t, args...)
+	kc := filepath.Join(dir, "server", "cred", "admin.kubeconfig")
+	deadline := time.Now().Add(4 * time.Minute)
+	for {
+		if p.exited() {
+			t.Fatalf("server exited:\n%s", tail(p.stderr.Bytes(), 60))
+		}
+		if cfg, err := clientcmd.BuildConfigFromFlags("", kc); err == nil {
+			cs := kubernetes.NewForConfigOrDie(cfg)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			body, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+			cancel()
+			if err == nil && string(body) == "ok" {
+				return p, cs, cfg
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server not ready after 4 minutes:\n%s", tail(p.stderr.Bytes(), 60))
+		}
+		time.Sleep(250 * time.Millisecond) // polling for readiness
+	}
+}
+
+// TestServer boots the control plane from the real binary, drives it with
+// client-go, restarts it, and watches a certificate renew while running.
+func TestServer(t *testing.T) {
+	dir, err := os.MkdirTemp("", "cl-server-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	port := freePort(t)
+	// Short-lived certificates: renewed a third of the way before expiry.
+	p, cs, cfg := startServer(t, dir, port, "--cert-validity", "90s")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	replicas := int32(2)
+	labels := map[string]string{"app": "web"}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "demo"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "example.invalid/web:1"}}},
+			},
+		},
+	}
+	if _, err := cs.AppsV1().Deployments("demo").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The controller-manager makes a ReplicaSet and Pods; with no node
+	// they stay Pending.
+	poll(t, ctx, "two Pending pods of the Deployment", func() (bool, error) {
+		rs, err := cs.AppsV1().ReplicaSets("demo").List(ctx, metav1.ListOptions{})
+		if err != nil || len(rs.Items) != 1 {
+			return false, err
+		}
+		pods, err := cs.CoreV1().Pods("demo").List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+		if err != nil || len(pods.Items) != 2 {
+			return false, err
+		}
+		for _, p := range pods.Items {
+			if p.Status.Phase != corev1.PodPending {
+				return false, fmt.Errorf("pod %s is %s, want Pending", p.Name, p.Status.Phase)
+			}
+		}
+		return true, nil
+	})
+
+	// RBAC: a user the CA knows but no role grants is denied.
+	alice := userConfig(t, cfg, dir, "alice")
+	_, err = kubernetes.NewForConfigOrDie(alice).CoreV1().Pods("demo").List(ctx, metav1.ListOptions{})
+	if !apierrors.IsForbidden(err) {
+		t.Errorf("unprivileged user listing pods: err = %v, want Forbidden", err)
+	}
+	// Anonymous requests reach health endpoints only.
+	anon := rest.AnonymousClientConfig(cfg)
+	if _, err := kubernetes.NewForConfigOrDie(anon).CoreV1().Namespaces().List(ctx, metav1.ListOptions{}); !apierrors.IsUnauthorized(err) && !apierrors.IsForbidden(err) {
+		t.Errorf("anonymous list of namespaces: err = %v, want Unauthorized", err)
+	}
+
+	// The serving certificate is renewed while running and served without
+	// a restart.
+	first := servedSerial(t, port)
+	poll(t, ctx, "a renewed serving certificate", func() (bool, error) {
+		return servedSerial(t, port).Cmp(first) != 0, nil
+	})
+	if p.exited() {
+		t.Fatal("server restarted to renew certificates")
+	}
+
+	// Restart: everything is still there.
+	p.kill()
+	_, cs, _ = startServer(t, dir, port, "--cert-validity", "90s")
+	if _, err := cs.AppsV1().Deployments("demo").Get(ctx, "web", metav1.GetOptions{}); err != nil {
+		t.Fatalf("Deployment after restart: %v", err)
+	}
+}
+
+func poll(t *testing.T, ctx context.Context, what string, cond func() (bool, error)) {
+	t.Helper()
+	var last error
+	for {
+		ok, err := cond()
+		if ok {
+			return
+		}
+		if err != nil {
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("waiting for %s: %v (last error: %v)", what, ctx.Err(), last)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func servedSerial(t *testing.T, port int) *big.Int {
+	t.Helper()
+	conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatalf("dial apiserver: %v", err)
+	}
+	defer conn.Close()
+	return conn.ConnectionState().PeerCertificates[0].SerialNumber
+}
+
+// userConfig returns cfg authenticated as user, with a certificate signed
+// by the cluster CA from the data dir.
+func userConfig(t *testing.T, cfg *rest.Config, dir, user string) *rest.Config {
+	t.Helper()
+	caPEM, err := os.ReadFile(filepath.Join(dir, "server", "tls", "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(dir, "server", "tls", "ca.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, _ := pem.Decode(caPEM)
+	ca, _ := x509.ParseCertificate(cb.Bytes)
+	kb, _ := pem.Decode(keyPEM)
+	caKey, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: user},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
+	}, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	out := rest.AnonymousClientConfig(cfg)
+	out.TLSClientConfig.CertData = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	out.TLSClientConfig.KeyData = pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+	return out
+}
