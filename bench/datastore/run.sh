@@ -14,7 +14,7 @@
 #   CLOUDLESS=bin/cloudless  the binary under test (built if absent)
 #   RESULTS_DIR=bench/results
 #
-# Writes RESULTS_DIR/datastore-<date>-<host>.md and .png. See README.md.
+# Writes RESULTS_DIR/datastore-<date>-<host>.md, .png and .csv. See README.md.
 set -Eeuo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -108,10 +108,13 @@ trap cleanup EXIT
 trap 'log interrupted; exit 130' INT
 trap 'log terminated; exit 143' TERM
 
-# run_fg CMD...: run a long command as a background job and wait for it,
-# so that Ctrl-C and TERM reach the traps at once rather than after it ends.
+# run_fg LOG CMD...: run a long command as a background job, its stderr
+# appended to LOG, and wait for it, so that Ctrl-C and TERM reach the traps
+# at once rather than after it ends.
 run_fg() {
-  "$@" &
+  local log=$1
+  shift
+  "$@" 2>>"$log" &
   CHILD=$!
   local rc=0
   wait "$CHILD" || rc=$?
@@ -349,10 +352,10 @@ for store in $STORES; do
     continue
   fi
   log "$store: measuring (${DURATION}s timed phase, then $LIST_OBJECTS pods and lists)"
-  if ! run_fg "$BIN/load" run --store "$store" --endpoint "$ENDPOINT" --watch-endpoint "${WATCH_ENDPOINT:-$ENDPOINT}" \
+  if ! run_fg "$LOGS/$store-load.log" "$BIN/load" run --store "$store" --endpoint "$ENDPOINT" --watch-endpoint "${WATCH_ENDPOINT:-$ENDPOINT}" \
     --duration "${DURATION}s" --compact-interval "${COMPACT_INTERVAL}s" --list-objects "$LIST_OBJECTS" \
     --mount "$MNT" --loop-devs "$(basename "$LOOPDEV")" --server-pids "$SERVER_PIDS" --pg-pids "$PG_PIDS" \
-    --flush-cmd "$FLUSH_CMD" --out "$RES/$store.json" 2>>"$LOGS/$store-load.log"; then
+    --flush-cmd "$FLUSH_CMD" --out "$RES/$store.json"; then
     log "$store: the measurement failed: $(tail -n 1 "$LOGS/$store-load.log")"
     if [ ! -s "$RES/$store.json" ]; then
       "$BIN/load" mark --store "$store" --status "failed: load driver exited" --detail "$(tail -n 20 "$LOGS/$store-load.log")" --out "$RES/$store.json"
@@ -373,7 +376,7 @@ notes="Stores run one after another, each alone with the workload driver on the 
 backing_dev=$(df --output=source,fstype "$WORK" | tail -1 | awk '{print $2" on "$1}')
 mkdir -p "$STATE/results"
 cp "$RES"/*.json "$STATE/results/" 2>/dev/null || true
-"$BIN/load" report --results "$RES" --stores "$STORES" --md "$OUT.md" --png "$OUT.png" \
+"$BIN/load" report --results "$RES" --stores "$STORES" --md "$OUT.md" --png "$OUT.png" --csv "$OUT.csv" \
   --date "$DATE" --host "$HOST" --nproc "$(nproc)" --versions "$versions" \
   --backing "loop image files in /var/tmp ($backing_dev)" --notes "$notes"
-log "wrote $OUT.md and $OUT.png (raw results: $STATE/results/, logs: $LOGS)"
+log "wrote $OUT.md, .png and .csv (raw results: $STATE/results/, logs: $LOGS)"

@@ -35,7 +35,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})), nil
 	}
-	root.AddCommand(newDatastoreCmd(logger), newServerCmd(logger))
+	root.AddCommand(newDatastoreCmd(logger), newServerCmd(logger), newKubectlCmd(), newCertsCmd())
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)
 		return 1

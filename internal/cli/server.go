@@ -44,6 +44,7 @@ The node agent (kubelet, containerd) is not part of this release yet.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for Cloudless state")
 	f.StringVar(&cfg.DatastoreEndpoint, "datastore-endpoint", cfg.DatastoreEndpoint, "empty for the embedded datastore, or a postgres:// URL shared by several servers")
+	f.StringVar(&cfg.Token, "token", cfg.Token, "cluster secret, the same on every server sharing a datastore (required with --datastore-endpoint)")
 	f.StringVar(&cfg.BindAddress, "bind-address", cfg.BindAddress, "address kube-apiserver listens on")
 	f.StringVar(&cfg.AdvertiseAddress, "advertise-address", cfg.AdvertiseAddress, "address other nodes reach kube-apiserver on (default: this host's address on its default route)")
 	f.IntVar(&cfg.HTTPSPort, "https-listen-port", cfg.HTTPSPort, "kube-apiserver's port")

@@ -22,6 +22,7 @@ type paths struct{ root string }
 
 func (p paths) tls(name string) string  { return filepath.Join(p.root, "tls", name) }
 func (p paths) cred(name string) string { return filepath.Join(p.root, "cred", name) }
+func (p paths) file(rel string) string  { return filepath.Join(p.root, rel) }
 
 // AdminKubeconfig is where the admin kubeconfig is written.
 func AdminKubeconfig(dataDir string) string {
@@ -38,14 +39,7 @@ func (s *Server) ensureCerts() ([]string, error) {
 	p, c := s.paths, s.cfg
 	dir := filepath.Join(p.root, "tls")
 	if s.certs.ca == nil {
-		var err error
-		if s.certs.ca, err = pki.LoadOrCreateCA(dir, "ca", "cloudless-ca", 10*365*24*time.Hour); err != nil {
-			return nil, err
-		}
-		if s.certs.frontProxyCA, err = pki.LoadOrCreateCA(dir, "front-proxy-ca", "cloudless-front-proxy-ca", 10*365*24*time.Hour); err != nil {
-			return nil, err
-		}
-		if err := ensureSAKey(p.tls("sa.key"), p.tls("sa.pub")); err != nil {
+		if err := s.ensureCAs(); err != nil {
 			return nil, err
 		}
 	}
@@ -95,6 +89,23 @@ func (s *Server) ensureCerts() ([]string, error) {
 		}
 	}
 	return wrote, nil
+}
+
+// ensureCAs loads or creates the CAs and the service-account key pair.
+func (s *Server) ensureCAs() error {
+	dir := filepath.Join(s.paths.root, "tls")
+	var err error
+	if s.certs.ca, err = pki.LoadOrCreateCA(dir, "ca", "cloudless-ca", 10*365*24*time.Hour); err != nil {
+		return err
+	}
+	if s.certs.frontProxyCA, err = pki.LoadOrCreateCA(dir, "front-proxy-ca", "cloudless-front-proxy-ca", 10*365*24*time.Hour); err != nil {
+		return err
+	}
+	return ensureSAKey(s.paths.tls("sa.key"), s.paths.tls("sa.pub"))
+}
+
+func writeShared(path string, data []byte, mode os.FileMode) error {
+	return pki.WriteFile(path, data, mode)
 }
 
 func ensureSAKey(keyPath, pubPath string) error {

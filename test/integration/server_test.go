@@ -12,7 +12,9 @@ import (
 	"fmt"
 	"math/big"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -197,4 +199,65 @@ func userConfig(t *testing.T, cfg *rest.Config, dir, user string) *rest.Config {
 	out.TLSClientConfig.CertData = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	out.TLSClientConfig.KeyData = pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
 	return out
+}
+
+// TestTwoServersHA runs two servers on one PostgreSQL database: both serve
+// the API with one CA, and either can stop without the other losing
+// anything.
+func TestTwoServersHA(t *testing.T) {
+	dsn, err := pg.NewDatabase(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	for i := 0; i < 2; i++ {
+		d, err := os.MkdirTemp("", "cl-ha-server-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(d) })
+		dirs = append(dirs, d)
+	}
+	// Two servers on one machine: the components' own health ports would
+	// collide, so they are turned off (on separate machines they differ).
+	common := []string{"--datastore-endpoint", dsn, "--token", "ha-test-token",
+		"--kube-controller-manager-arg=--secure-port=0", "--kube-scheduler-arg=--secure-port=0"}
+	pa, a, _ := startServer(t, dirs[0], freePort(t), common...)
+	portB := freePort(t)
+	_, b, cfgB := startServer(t, dirs[1], portB, common...)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	caA, _ := os.ReadFile(filepath.Join(dirs[0], "server", "tls", "ca.crt"))
+	caB, _ := os.ReadFile(filepath.Join(dirs[1], "server", "tls", "ca.crt"))
+	if string(caA) != string(caB) || len(caA) == 0 {
+		t.Fatal("the two servers have different cluster CAs")
+	}
+	if _, err := a.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "from-a"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.CoreV1().Namespaces().Get(ctx, "from-a", metav1.GetOptions{}); err != nil {
+		t.Fatalf("server B does not see server A's namespace: %v", err)
+	}
+	pa.kill()
+	if _, err := b.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "from-b"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("server B after A stopped: %v", err)
+	}
+	// A's admin credentials work on B: one CA.
+	cfgA, err := clientcmd.BuildConfigFromFlags("", filepath.Join(dirs[0], "server", "cred", "admin.kubeconfig"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgA.Host = cfgB.Host
+	if _, err := kubernetes.NewForConfigOrDie(cfgA).CoreV1().Namespaces().Get(ctx, "from-b", metav1.GetOptions{}); err != nil {
+		t.Fatalf("server A's admin credentials on server B: %v", err)
+	}
+	// A wrong token is refused with a clear message.
+	d3, _ := os.MkdirTemp("", "cl-ha-server-")
+	defer os.RemoveAll(d3)
+	out, err := exec.Command(cloudlessBin, "server", "--data-dir", d3, "--bind-address", "127.0.0.1", "--https-listen-port", fmt.Sprint(freePort(t)),
+		"--datastore-endpoint", dsn, "--token", "wrong").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--token differs") {
+		t.Errorf("server with a wrong token: err = %v, output:\n%s\nwant a refusal naming --token", err, tail(out, 5))
+	}
 }

@@ -191,3 +191,21 @@ func diskUsage(dir string) int64 {
 	})
 	return sum
 }
+
+// loadAvg is the 1-minute load average: how busy the machine was, the
+// benchmark included, at the end of a timed phase.
+func loadAvg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return -1
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return -1
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return -1
+	}
+	return v
+}

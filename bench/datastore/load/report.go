@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -34,6 +35,7 @@ type reportConfig struct {
 	results  string
 	stores   []string
 	md, png  string
+	csv      string
 	date     string
 	host     string
 	nproc    string
@@ -50,6 +52,7 @@ func cmdReport(args []string) error {
 	fs.StringVar(&stores, "stores", "", "stores in table order, space-separated")
 	fs.StringVar(&c.md, "md", "", "Markdown report to write")
 	fs.StringVar(&c.png, "png", "", "PNG plot to write")
+	fs.StringVar(&c.csv, "csv", "", "CSV of the database size series to write (store,t_s,bytes)")
 	fs.StringVar(&c.date, "date", "", "date of the run")
 	fs.StringVar(&c.host, "host", "", "host name")
 	fs.StringVar(&c.nproc, "nproc", "", "output of nproc")
@@ -72,6 +75,18 @@ func cmdReport(args []string) error {
 	if c.png != "" {
 		if err := plotResults(c.png, rs); err != nil {
 			return fmt.Errorf("plot: %w", err)
+		}
+	}
+	if c.csv != "" {
+		var b strings.Builder
+		b.WriteString("store,t_s,bytes\n")
+		for _, r := range rs {
+			for _, p := range r.DBSize {
+				fmt.Fprintf(&b, "%s,%.1f,%d\n", r.Store, p.T, p.Bytes)
+			}
+		}
+		if err := os.WriteFile(c.csv, []byte(b.String()), 0o644); err != nil {
+			return err
 		}
 	}
 	return os.WriteFile(c.md, []byte(markdown(c, rs)), 0o644)
@@ -143,6 +158,16 @@ func markdown(c reportConfig, rs []*Result) string {
 		if l != "" {
 			p("- %s\n", l)
 		}
+	}
+	busiest := -1.0
+	for _, r := range rs {
+		if ok(r) {
+			busiest = math.Max(busiest, r.LoadAvg)
+		}
+	}
+	if cpus, err := strconv.Atoi(strings.TrimSpace(c.nproc)); err == nil && busiest > float64(cpus)+0.5 {
+		p("- **Warning: the machine was busy.** The 1-minute load average reached %.1f on %d CPUs during a timed phase (per store in the details); "+
+			"the benchmark itself accounts for about 1–2. Latencies, and the comparisons of them, are unreliable; byte counts are not affected.\n", busiest, cpus)
 	}
 	p("\n## Results\n\n")
 	n := "10k"
@@ -240,7 +265,7 @@ func markdown(c reportConfig, rs []*Result) string {
 			}
 		}
 		p("watch: %d events, %d acknowledged writes not delivered; ", r.WatchEvents, r.WatchMissed)
-		p("creating %s pods took %.1f s", thousands(r.ListObjects), r.ListLoadS)
+		p("creating %s pods took %.1f s; load average %.1f at the end of the timed phase", thousands(r.ListObjects), r.ListLoadS, r.LoadAvg)
 		if r.ListError != "" {
 			p("; list error: %s", r.ListError)
 		}
@@ -258,7 +283,11 @@ func markdown(c reportConfig, rs []*Result) string {
 	p("- **watch p50/p99**: from the writer's acknowledgement to the watcher's receipt of the event (0 if the event came first), over all timed-phase writes to the watched prefixes. Cross-server: written through one server process, watched through another on the same database.\n")
 	p("- **CPU s**: user+system CPU of the datastore process(es) during the timed phase, plus PostgreSQL's (postmaster and backends, exited ones included) where it is the backend.\n")
 	p("- **peak memory**: VmHWM of the datastore process(es); for PostgreSQL, the peak sampled (1 s) proportional set size of the postmaster and its backends, so that shared buffers count once.\n")
-	p("- **DB size**: `du` of the store's file system at the end of the timed phase, and after the pods for the list measurement were added; the plot shows it every 10 s.\n")
+	p("- **DB size**: `du` of the store's file system at the end of the timed phase, and after the pods for the list measurement were added; the plot shows it every 10 s")
+	if c.csv != "" {
+		p(", and `%s` lists it", filepath.Base(c.csv))
+	}
+	p(".\n")
 	if c.png != "" {
 		p("\n![database size and write latency](%s)\n", filepath.Base(c.png))
 	}

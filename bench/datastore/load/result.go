@@ -37,6 +37,7 @@ type Result struct {
 	PGPeakPSS     int64                     `json:"pg_peak_pss_bytes"`
 	DBSize        []SizePoint               `json:"db_size"`
 	DBSizeEnd     int64                     `json:"db_size_end_bytes"`
+	LoadAvg       float64                   `json:"load_avg_1m"` // at the end of the timed phase
 
 	// Watch.
 	WatchCrossServer bool    `json:"watch_cross_server"`

@@ -382,7 +382,7 @@ func run(c runConfig, res *Result) error {
 	go func() {
 		defer wg.Done()
 		sample()
-		every(runCtx, t0, c.duInterval, func() { sample() })
+		every(runCtx, t0.Add(c.duInterval), c.duInterval, func() { sample() })
 	}()
 
 	// Nodes renew their Leases (kube-apiserver GuaranteedUpdate).
@@ -519,6 +519,7 @@ func run(c runConfig, res *Result) error {
 	if err != nil {
 		return err
 	}
+	res.LoadAvg = loadAvg()
 	res.CPUSeconds = treeCPUSeconds(c.serverPids) - cpu0
 	res.PGCPUSeconds = treeCPUSeconds(c.pgPids) - pgcpu0
 	if c.mount != "" {
