@@ -245,6 +245,12 @@ func rangeSQL(key, end []byte, args []any) (string, []any) {
 
 // Range implements mvcc.Engine.
 func (e *Engine) Range(ctx context.Context, q mvcc.RangeQuery) (mvcc.RangeResult, error) {
+	if q.Rev == 0 && !q.CountOnly {
+		res, complete, err := e.rangeCurrent(ctx, q)
+		if err != nil || complete {
+			return res, err
+		}
+	}
 	tx, err := e.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return mvcc.RangeResult{}, unavailable("begin read", err)
@@ -310,6 +316,47 @@ func (e *Engine) Range(ctx context.Context, q mvcc.RangeQuery) (mvcc.RangeResult
 	return res, nil
 }
 
+// rangeCurrent reads live keys at the current revision in one statement
+// (one snapshot, one round trip). It reports incomplete when the limit was
+// reached, since the total count then needs a second query in the same
+// snapshot.
+func (e *Engine) rangeCurrent(ctx context.Context, q mvcc.RangeQuery) (mvcc.RangeResult, bool, error) {
+	where, args := rangeSQL(q.Key, q.End, nil)
+	cols := "key, value, create_rev, mod_rev, version, lease"
+	if q.KeysOnly {
+		cols = "key, NULL::bytea AS value, create_rev, mod_rev, version, lease"
+	}
+	limit := ""
+	if q.Limit > 0 {
+		limit = " LIMIT " + strconv.FormatInt(q.Limit, 10)
+	}
+	rows, err := e.pool.Query(ctx, `SELECT m.rev, t.key, t.value, t.create_rev, t.mod_rev, t.version, t.lease
+		FROM cloudless_meta m LEFT JOIN LATERAL (
+			SELECT `+cols+` FROM cloudless_kv WHERE `+where+` ORDER BY key`+limit+`) t ON true
+		WHERE m.id = 1 ORDER BY t.key`, args...)
+	if err != nil {
+		return mvcc.RangeResult{}, false, unavailable("range", err)
+	}
+	defer rows.Close()
+	var res mvcc.RangeResult
+	for rows.Next() {
+		var key, value []byte
+		var create, mod, version, lease *int64
+		if err := rows.Scan(&res.Rev, &key, &value, &create, &mod, &version, &lease); err != nil {
+			return mvcc.RangeResult{}, false, unavailable("range", err)
+		}
+		if key == nil {
+			continue
+		}
+		res.KVs = append(res.KVs, &mvccpb.KeyValue{Key: key, Value: value, CreateRevision: *create, ModRevision: *mod, Version: *version, Lease: *lease})
+	}
+	if err := rows.Err(); err != nil {
+		return mvcc.RangeResult{}, false, unavailable("range", err)
+	}
+	res.Count = int64(len(res.KVs))
+	return res, q.Limit == 0 || int64(len(res.KVs)) < q.Limit, nil
+}
+
 // Update implements mvcc.Engine.
 func (e *Engine) Update(ctx context.Context, fn func(mvcc.Tx) error) (int64, error) {
 	tx, err := e.pool.Begin(ctx)
@@ -347,54 +394,57 @@ func (e *Engine) Update(ctx context.Context, fn func(mvcc.Tx) error) (int64, err
 // Events implements mvcc.Engine. Revisions are dense, so limit revisions
 // hold at least limit events and the answer ends on a whole revision.
 func (e *Engine) Events(ctx context.Context, from int64, limit int) ([]mvcc.Event, error) {
-	tx, err := e.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
-	if err != nil {
-		return nil, unavailable("begin read", err)
-	}
-	defer tx.Rollback(ctx)
-	var compacted int64
-	if err := tx.QueryRow(ctx, `SELECT compact_rev FROM cloudless_meta WHERE id = 1`).Scan(&compacted); err != nil {
-		return nil, unavailable("read revisions", err)
-	}
-	if from < compacted {
-		return nil, mvcc.ErrCompacted
-	}
-	rows, err := tx.Query(ctx, `
-		SELECT l.rev, l.key, l.value, l.create_rev, l.version, l.lease, l.deleted,
-			p.rev, p.value, p.create_rev, p.version, p.lease, p.deleted
-		FROM cloudless_log l
-		LEFT JOIN cloudless_log p ON p.key = l.key AND p.rev = l.prev_rev AND l.prev_rev <> 0
-		WHERE l.rev >= $1 AND l.rev < $2
-		ORDER BY l.rev, l.sub`, from, from+int64(limit))
+	// One statement, so one snapshot and one round trip: the compacted
+	// revision comes with the events (a single row of NULLs if none).
+	rows, err := e.pool.Query(ctx, `
+		SELECT m.compact_rev, e.rev, e.key, e.value, e.create_rev, e.version, e.lease, e.deleted,
+			e.p_rev, e.p_value, e.p_create, e.p_version, e.p_lease, e.p_deleted
+		FROM cloudless_meta m LEFT JOIN LATERAL (
+			SELECT l.rev, l.sub, l.key, l.value, l.create_rev, l.version, l.lease, l.deleted,
+				p.rev AS p_rev, p.value AS p_value, p.create_rev AS p_create, p.version AS p_version,
+				p.lease AS p_lease, p.deleted AS p_deleted
+			FROM cloudless_log l
+			LEFT JOIN cloudless_log p ON p.key = l.key AND p.rev = l.prev_rev AND l.prev_rev <> 0
+			WHERE l.rev >= $1 AND l.rev < $2) e ON true
+		WHERE m.id = 1
+		ORDER BY e.rev, e.sub`, from, from+int64(limit))
 	if err != nil {
 		return nil, unavailable("read events", err)
 	}
 	defer rows.Close()
 	var out []mvcc.Event
+	var compacted int64
 	for rows.Next() {
 		var (
-			kv                              mvccpb.KeyValue
-			deleted                         bool
+			rev, create, version, lease     *int64
+			key, value                      []byte
+			deleted                         *bool
 			pRev, pCreate, pVersion, pLease *int64
 			pValue                          []byte
 			pDeleted                        *bool
 		)
-		if err := rows.Scan(&kv.ModRevision, &kv.Key, &kv.Value, &kv.CreateRevision, &kv.Version, &kv.Lease, &deleted,
+		if err := rows.Scan(&compacted, &rev, &key, &value, &create, &version, &lease, &deleted,
 			&pRev, &pValue, &pCreate, &pVersion, &pLease, &pDeleted); err != nil {
 			return nil, unavailable("read events", err)
 		}
-		ev := mvcc.Event{Type: mvccpb.PUT, KV: &kv}
-		if deleted {
+		if rev == nil {
+			continue // no events
+		}
+		ev := mvcc.Event{Type: mvccpb.PUT, KV: &mvccpb.KeyValue{Key: key, Value: value, CreateRevision: *create, ModRevision: *rev, Version: *version, Lease: *lease}}
+		if *deleted {
 			ev.Type = mvccpb.DELETE
-			ev.KV = &mvccpb.KeyValue{Key: kv.Key, ModRevision: kv.ModRevision}
+			ev.KV = &mvccpb.KeyValue{Key: key, ModRevision: *rev}
 		}
 		if pRev != nil && !*pDeleted {
-			ev.PrevKV = &mvccpb.KeyValue{Key: kv.Key, Value: pValue, CreateRevision: *pCreate, ModRevision: *pRev, Version: *pVersion, Lease: *pLease}
+			ev.PrevKV = &mvccpb.KeyValue{Key: key, Value: pValue, CreateRevision: *pCreate, ModRevision: *pRev, Version: *pVersion, Lease: *pLease}
 		}
 		out = append(out, ev)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, unavailable("read events", err)
+	}
+	if from < compacted {
+		return nil, mvcc.ErrCompacted
 	}
 	return out, nil
 }
