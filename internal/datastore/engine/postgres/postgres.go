@@ -364,30 +364,36 @@ func (e *Engine) Update(ctx context.Context, fn func(mvcc.Tx) error) (int64, err
 		return 0, unavailable("begin write", err)
 	}
 	defer tx.Rollback(context.Background())
-	var cur int64
-	if err := tx.QueryRow(ctx, `SELECT rev FROM cloudless_meta WHERE id = 1 FOR UPDATE`).Scan(&cur); err != nil {
+	// Take the writers' lock and the next revision in one statement; a
+	// transaction that ends up writing nothing rolls the increment back.
+	var next int64
+	if err := tx.QueryRow(ctx, `UPDATE cloudless_meta SET rev = rev + 1 WHERE id = 1 RETURNING rev`).Scan(&next); err != nil {
 		return 0, unavailable("lock revision", err)
 	}
-	t := &ptx{ctx: ctx, tx: tx, rev: cur + 1}
+	t := &ptx{ctx: ctx, tx: tx, rev: next}
 	if err := fn(t); err != nil {
 		return 0, err
 	}
-	rev := cur
-	if t.sub > 0 {
-		rev = t.rev
-		if _, err := tx.Exec(ctx, `UPDATE cloudless_meta SET rev = $1 WHERE id = 1`, rev); err != nil {
-			return 0, unavailable("bump revision", err)
+	if t.sub == 0 {
+		if t.leaseOnly {
+			// Lease changes are kept, at the unchanged revision.
+			if _, err := tx.Exec(ctx, `UPDATE cloudless_meta SET rev = rev - 1 WHERE id = 1`); err != nil {
+				return 0, unavailable("restore revision", err)
+			}
+			if err := tx.Commit(ctx); err != nil {
+				return 0, unavailable("commit lease change", err)
+			}
 		}
-		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, strconv.FormatInt(rev, 10)); err != nil {
-			return 0, unavailable("notify", err)
-		}
+		return next - 1, nil // deferred Rollback undoes the increment
+	}
+	rev := next
+	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, strconv.FormatInt(rev, 10)); err != nil {
+		return 0, unavailable("notify", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, unavailable(fmt.Sprintf("commit revision %d", rev), err)
 	}
-	if t.sub > 0 {
-		e.announce(rev)
-	}
+	e.announce(rev)
 	return rev, nil
 }
 

@@ -12,10 +12,11 @@ import (
 
 // ptx is a write transaction holding the writers' lock.
 type ptx struct {
-	ctx context.Context
-	tx  pgx.Tx
-	rev int64
-	sub int
+	ctx       context.Context
+	tx        pgx.Tx
+	rev       int64
+	sub       int
+	leaseOnly bool // wrote lease rows but no keys
 }
 
 func (t *ptx) Rev() int64 { return t.rev }
@@ -116,6 +117,7 @@ func (t *ptx) LeaseGrant(id, ttl int64) error {
 	if tag.RowsAffected() == 0 {
 		return mvcc.ErrLeaseExists
 	}
+	t.leaseOnly = true
 	return nil
 }
 
@@ -123,6 +125,7 @@ func (t *ptx) LeaseRevoke(id int64) error {
 	if _, err := t.tx.Exec(t.ctx, `DELETE FROM cloudless_lease WHERE id = $1`, id); err != nil {
 		return unavailable("revoke lease", err)
 	}
+	t.leaseOnly = true
 	return nil
 }
 
