@@ -183,14 +183,10 @@ func (d *Datastore) Run(ctx context.Context) error {
 	case err = <-storeErr:
 	}
 	cancel()
+	// Stop, not GracefulStop: watch and keep-alive streams never end on
+	// their own, and grpc's Stop cannot interrupt a GracefulStop under way.
 	for _, g := range gs {
-		stopped := make(chan struct{})
-		go func() { g.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-time.After(5 * time.Second):
-			g.Stop()
-		}
+		g.Stop()
 	}
 	if err != nil {
 		return fmt.Errorf("datastore: %w", err)

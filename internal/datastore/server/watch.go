@@ -98,11 +98,13 @@ func (ws *wstream) create(ctx context.Context, r *pb.WatchCreateRequest) error {
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	w := &watcher{id: id, progress: r.ProgressNotify, cancel: cancel, done: make(chan struct{}), lastSent: start - 1}
-	ws.watchers[id] = w
 	if err := ws.send(&pb.WatchResponse{Header: mvcc.Header(cur), WatchId: id, Created: true}); err != nil {
 		cancel()
 		return err
 	}
+	// Registered only once its loop runs: stopAll waits for every
+	// registered watcher's loop to end.
+	ws.watchers[id] = w
 	go ws.run(wctx, w, f)
 	return nil
 }
