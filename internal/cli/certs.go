@@ -29,7 +29,7 @@ Rotating the cluster CA is manual today: stop every server, move
 and rejoin nodes with a new token.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := bindEnv(cmd); err != nil {
+			if err := configure(cmd, false); err != nil {
 				return err
 			}
 			list, err := pki.List(filepath.Join(dataDir, "server", "tls"))
@@ -55,6 +55,7 @@ and rejoin nodes with a new token.`,
 			return fmt.Errorf("-o %q: want table or json", output)
 		},
 	}
+	addConfigFlag(check)
 	check.Flags().StringVar(&dataDir, "data-dir", dataDir, "directory for Cloudless state")
 	check.Flags().StringVarP(&output, "output", "o", "table", "table or json")
 	cmd.AddCommand(check)

@@ -21,13 +21,15 @@ Engines:
   (default)        embedded engine, files under <data-dir>/datastore/db
   postgres://...   PostgreSQL; several servers may share one database
 
-Every flag can also be set with CLOUDLESS_<FLAG>, e.g. CLOUDLESS_DATASTORE_ENDPOINT.`,
+Every flag can also be set with CLOUDLESS_<FLAG>, e.g. CLOUDLESS_DATASTORE_ENDPOINT,
+or in the --config file (keys are flag names; keys of other commands are
+ignored).`,
 		Example: `  cloudless datastore --data-dir /var/lib/cloudless
   cloudless datastore --datastore-endpoint 'postgres://cloudless:secret@db:5432/cloudless'
   ETCDCTL_API=3 etcdctl --endpoints unix:///var/lib/cloudless/datastore/etcd.sock get --prefix /registry`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := bindEnv(cmd); err != nil {
+			if err := configure(cmd, false); err != nil {
 				return err
 			}
 			log, err := logger()
@@ -41,6 +43,7 @@ Every flag can also be set with CLOUDLESS_<FLAG>, e.g. CLOUDLESS_DATASTORE_ENDPO
 			return ds.Run(cmd.Context())
 		},
 	}
+	addConfigFlag(cmd)
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for Cloudless state")
 	f.StringVar(&cfg.Endpoint, "datastore-endpoint", cfg.Endpoint, "empty for the embedded engine, or a postgres:// URL")

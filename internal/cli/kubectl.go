@@ -12,7 +12,8 @@ import (
 )
 
 // newKubectlCmd embeds upstream kubectl. Without --kubeconfig or
-// KUBECONFIG it uses this server's admin kubeconfig.
+// KUBECONFIG it uses this server's admin kubeconfig, found from
+// CLOUDLESS_DATA_DIR or data-dir in the config file.
 func newKubectlCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:                "kubectl [kubectl arguments]",
@@ -20,9 +21,9 @@ func newKubectlCmd() *cobra.Command {
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if os.Getenv("KUBECONFIG") == "" {
-				dataDir := os.Getenv("CLOUDLESS_DATA_DIR")
-				if dataDir == "" {
-					dataDir = controlplane.DefaultConfig().DataDir
+				dataDir, err := sharedDataDir()
+				if err != nil {
+					return err
 				}
 				os.Setenv("KUBECONFIG", controlplane.AdminKubeconfig(dataDir))
 			}
@@ -35,4 +36,24 @@ func newKubectlCmd() *cobra.Command {
 			return k.ExecuteContext(cmd.Context())
 		},
 	}
+}
+
+// sharedDataDir is the data dir for commands that take no flags of their
+// own: CLOUDLESS_DATA_DIR, else data-dir in the config file, else the default.
+func sharedDataDir() (string, error) {
+	if v := os.Getenv("CLOUDLESS_DATA_DIR"); v != "" {
+		return v, nil
+	}
+	path, explicit := os.LookupEnv("CLOUDLESS_CONFIG")
+	if !explicit {
+		path = DefaultConfigFile
+	}
+	file, err := readConfigFile(path, explicit)
+	if err != nil {
+		return "", err
+	}
+	if v, ok := file["data-dir"].(string); ok && v != "" {
+		return v, nil
+	}
+	return controlplane.DefaultConfig().DataDir, nil
 }

@@ -21,13 +21,22 @@ kube-scheduler with secure defaults.
 When it is ready it prints where the admin kubeconfig is
 (<data-dir>/server/cred/admin.kubeconfig).
 
-Every flag can also be set with CLOUDLESS_<FLAG>, e.g. CLOUDLESS_CLUSTER_CIDR.
+Configuration comes from, highest precedence first: flags, environment
+variables CLOUDLESS_<FLAG> (e.g. CLOUDLESS_CLUSTER_CIDR), and the YAML file
+--config (default /etc/cloudless/config.yaml, may be absent) whose keys are
+the flag names:
+
+  data-dir: /srv/cloudless
+  tls-san: [k8s.example.net, 192.0.2.10]
+  kube-apiserver-arg: ["--v=2"]
+
+An unknown key in the file is an error. Must run as root.
 The node agent (kubelet, containerd) is not part of this release yet.`,
 		Example: `  cloudless server
   cloudless server --datastore-endpoint 'postgres://cloudless:secret@db/cloudless' --tls-san k8s.example.net`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := bindEnv(cmd); err != nil {
+			if err := configure(cmd, true); err != nil {
 				return err
 			}
 			log, err := logger()
@@ -41,6 +50,7 @@ The node agent (kubelet, containerd) is not part of this release yet.`,
 			return s.Run(cmd.Context())
 		},
 	}
+	addConfigFlag(cmd)
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for Cloudless state")
 	f.StringVar(&cfg.DatastoreEndpoint, "datastore-endpoint", cfg.DatastoreEndpoint, "empty for the embedded datastore, or a postgres:// URL shared by several servers")

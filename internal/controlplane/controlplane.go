@@ -16,7 +16,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
-
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -64,6 +64,9 @@ func (s *Server) phase(n int, msg string, args ...any) {
 func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if os.Geteuid() != 0 {
+		return errors.New("cloudless server must run as root: it manages certificates under /var/lib, mounts and network rules; run it with sudo (or as a systemd service)")
+	}
 	if err := os.MkdirAll(s.paths.root, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w (run as root or choose a writable --data-dir)", s.paths.root, err)
 	}
