@@ -13,6 +13,7 @@ test:
 
 bench: build
 	bench/datastore/run.sh
+	bench/server/run.sh
 
 clean:
 	rm -rf bin

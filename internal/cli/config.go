@@ -73,8 +73,12 @@ func configure(cmd *cobra.Command, strict bool) error {
 	return errors.Join(errs...)
 }
 
-// readConfigFile returns the file's keys; a missing default file is empty.
+// readConfigFile returns the file's keys; a missing default file, or the
+// path "", is empty.
 func readConfigFile(path string, explicit bool) (map[string]any, error) {
+	if path == "" {
+		return nil, nil
+	}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) && !explicit {
 		return nil, nil
@@ -132,5 +136,5 @@ func scalar(v any) (string, error) {
 
 // addConfigFlag adds --config to cmd.
 func addConfigFlag(cmd *cobra.Command) {
-	cmd.Flags().String("config", DefaultConfigFile, "YAML file of flag names to values (CLOUDLESS_CONFIG); flags and CLOUDLESS_<FLAG> variables take precedence")
+	cmd.Flags().String("config", DefaultConfigFile, "YAML file of flag names to values (CLOUDLESS_CONFIG; \"\" for none); flags and CLOUDLESS_<FLAG> variables take precedence")
 }

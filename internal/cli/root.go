@@ -5,6 +5,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -32,10 +33,17 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})), nil
 	}
-	root.AddCommand(newDatastoreCmd(logger), newServerCmd(logger), newKubectlCmd(), newCertsCmd())
+	root.AddCommand(newDatastoreCmd(logger), newServerCmd(logger), newKubectlCmd(), newCertsCmd(), newTokenCmd(), newSecretsEncryptCmd(), newResetCmd())
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)
 		return 1
 	}
 	return 0
+}
+
+// writeJSON writes v indented, for -o json.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }

@@ -65,6 +65,8 @@ The node agent (kubelet, containerd) is not part of this release yet.`,
 	f.StringSliceVar(&cfg.TLSSANs, "tls-san", nil, "extra names or IPs for kube-apiserver's certificate (repeatable)")
 	f.DurationVar(&cfg.CertValidity, "cert-validity", cfg.CertValidity, "lifetime of leaf certificates")
 	f.DurationVar(&cfg.RenewBefore, "cert-renew-before", cfg.RenewBefore, "renew leaf certificates while running when less than this remains (at most a third of --cert-validity)")
+	f.StringVar(&cfg.PodSecurityEnforce, "pod-security-enforce", cfg.PodSecurityEnforce, "Pod Security level enforced in namespaces without their own pod-security.kubernetes.io labels: privileged, baseline or restricted")
+	f.StringVar(&cfg.PodSecurityWarn, "pod-security-warn", cfg.PodSecurityWarn, "Pod Security level that only warns and audits: privileged, baseline or restricted")
 	f.StringArrayVar(&cfg.APIServerArgs, "kube-apiserver-arg", nil, "extra kube-apiserver flag, e.g. --kube-apiserver-arg=--v=2 (repeatable, applied last)")
 	f.StringArrayVar(&cfg.ControllerManagerArgs, "kube-controller-manager-arg", nil, "extra kube-controller-manager flag (repeatable, applied last)")
 	f.StringArrayVar(&cfg.SchedulerArgs, "kube-scheduler-arg", nil, "extra kube-scheduler flag (repeatable, applied last)")

@@ -9,8 +9,10 @@ package controlplane
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/spf13/pflag"
+	encryptionconfigcontroller "k8s.io/apiserver/pkg/server/options/encryptionconfig/controller"
 	"k8s.io/client-go/rest"
 	cliflag "k8s.io/component-base/cli/flag"
 	apiserverapp "k8s.io/kubernetes/cmd/kube-apiserver/app"
@@ -20,6 +22,11 @@ import (
 	schedapp "k8s.io/kubernetes/cmd/kube-scheduler/app"
 	schedoptions "k8s.io/kubernetes/cmd/kube-scheduler/app/options"
 )
+
+// encryptionReloadInterval is how often kube-apiserver checks the
+// encryption config file for changes (upstream: a minute), so that
+// `cloudless secrets-encrypt rotate` takes seconds.
+const encryptionReloadInterval = 5 * time.Second
 
 func parse(name string, sets cliflag.NamedFlagSets, args []string) error {
 	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
@@ -41,6 +48,7 @@ func runAPIServer(ctx context.Context, args []string) error {
 		return err
 	}
 	rest.SetDefaultWarningHandler(rest.NoWarnings{})
+	encryptionconfigcontroller.EncryptionConfigFileChangePollDuration = encryptionReloadInterval
 	completed, err := s.Complete(ctx)
 	if err != nil {
 		return fmt.Errorf("kube-apiserver: %w", err)

@@ -34,6 +34,11 @@ type Config struct {
 	CertValidity time.Duration
 	RenewBefore  time.Duration
 
+	// Pod Security Admission levels for namespaces without their own
+	// labels: privileged, baseline or restricted. Audit follows Warn.
+	PodSecurityEnforce string
+	PodSecurityWarn    string
+
 	// Extra upstream flags, applied last.
 	APIServerArgs         []string
 	ControllerManagerArgs []string
@@ -52,6 +57,9 @@ func DefaultConfig() Config {
 		ClusterDomain: "cluster.local",
 		CertValidity:  365 * 24 * time.Hour,
 		RenewBefore:   120 * 24 * time.Hour,
+
+		PodSecurityEnforce: "baseline",
+		PodSecurityWarn:    "restricted",
 	}
 }
 
@@ -86,6 +94,11 @@ func (c *Config) Validate() error {
 	}
 	if c.CertValidity < time.Minute {
 		return fmt.Errorf("--cert-validity %s is too short", c.CertValidity)
+	}
+	for flag, v := range map[string]string{"--pod-security-enforce": c.PodSecurityEnforce, "--pod-security-warn": c.PodSecurityWarn} {
+		if v != "privileged" && v != "baseline" && v != "restricted" {
+			return fmt.Errorf("%s %q: want privileged, baseline or restricted", flag, v)
+		}
 	}
 	if c.DatastoreEndpoint != "" && c.Token == "" {
 		return errors.New("--datastore-endpoint needs --token: servers sharing a datastore use it to protect the cluster CA stored there; give every server the same --token")

@@ -24,6 +24,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cloudless-dev/cloudless/internal/datastore"
@@ -67,14 +68,28 @@ func (s *Server) Run(ctx context.Context) error {
 	if os.Geteuid() != 0 {
 		return errors.New("cloudless server must run as root: it manages certificates under /var/lib, mounts and network rules; run it with sudo (or as a systemd service)")
 	}
+	release, err := lockDataDir(s.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if err := checkLayout(s.cfg.DataDir); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(s.paths.root, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w (run as root or choose a writable --data-dir)", s.paths.root, err)
 	}
+	// reset reads this to tell the operator a shared datastore stays.
+	engine := "embedded"
+	if s.cfg.DatastoreEndpoint != "" {
+		engine = "shared"
+	}
+	if err := pkiWrite(s.paths.file("datastore"), []byte(engine)); err != nil {
+		return err
+	}
 	addr := net.JoinHostPort(s.cfg.BindAddress, strconv.Itoa(s.cfg.HTTPSPort))
-	if l, err := net.Listen("tcp", addr); err != nil {
-		return fmt.Errorf("port %s is in use (%v); stop what holds it or choose --https-listen-port", addr, err)
-	} else {
-		l.Close()
+	if err := s.checkPorts(); err != nil {
+		return err
 	}
 	errc := make(chan error, 4)
 
@@ -107,7 +122,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 	s.phase(3, "starting kube-apiserver", "address", addr)
 	go func() {
-		errc <- fmt.Errorf("kube-apiserver: %w", runAPIServer(ctx, s.apiserverArgs(dscfg.SocketPath())))
+		errc <- fmt.Errorf("kube-apiserver: %w", runAPIServer(ctx, s.apiserverArgs("unix://"+dscfg.SocketPath())))
 	}()
 	if err := s.waitReady(ctx, errc); err != nil {
 		return err
@@ -146,6 +161,54 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 }
 
+// checkPorts fails early, naming the flag to change, if a port a component
+// will listen on is taken.
+func (s *Server) checkPorts() error {
+	for _, c := range []struct {
+		name, flag string
+		args       []string
+	}{
+		{"kube-apiserver", "--https-listen-port", s.apiserverArgs("")},
+		{"kube-controller-manager", "--kube-controller-manager-arg=--secure-port=N", s.controllerManagerArgs()},
+		{"kube-scheduler", "--kube-scheduler-arg=--secure-port=N", s.schedulerArgs()},
+	} {
+		host, port := lastFlag(c.args, "--bind-address"), lastFlag(c.args, "--secure-port")
+		if port == "" || port == "0" {
+			continue
+		}
+		addr := net.JoinHostPort(host, port)
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("%s's port %s is in use (%v); stop what holds it (another Kubernetes control plane?) or choose %s", c.name, addr, err, c.flag)
+		}
+		l.Close()
+	}
+	return nil
+}
+
+// lastFlag is the value the last --name=value in args gives.
+func lastFlag(args []string, name string) string {
+	v := ""
+	for _, a := range args {
+		if rest, ok := strings.CutPrefix(a, name+"="); ok {
+			v = rest
+		}
+	}
+	return v
+}
+
+// ComponentArgs returns the flags the server gives its in-process
+// kube-apiserver (pointed at etcdServers), kube-controller-manager and
+// kube-scheduler, for files under cfg.DataDir that a server has written.
+// bench/server uses it to run the same components as separate processes.
+func ComponentArgs(cfg Config, etcdServers string) (apiserver, controllerManager, scheduler []string, err error) {
+	s, err := New(cfg, slog.Default())
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return s.apiserverArgs(etcdServers), s.controllerManagerArgs(), s.schedulerArgs(), nil
+}
+
 // waitReady polls the API server's /readyz with the admin certificate.
 func (s *Server) waitReady(ctx context.Context, errc chan error) error {
 	cert, err := tls.LoadX509KeyPair(s.paths.tls("admin.crt"), s.paths.tls("admin.key"))
@@ -178,10 +241,10 @@ func (s *Server) waitReady(ctx context.Context, errc chan error) error {
 	}
 }
 
-func (s *Server) apiserverArgs(sock string) []string {
+func (s *Server) apiserverArgs(etcdServers string) []string {
 	p, c := s.paths, s.cfg
 	args := []string{
-		"--etcd-servers=unix://" + sock,
+		"--etcd-servers=" + etcdServers,
 		"--bind-address=" + c.BindAddress,
 		"--secure-port=" + strconv.Itoa(c.HTTPSPort),
 		"--advertise-address=" + c.AdvertiseAddress,
@@ -284,7 +347,7 @@ anonymous:
   - path: /readyz
   - path: /healthz
 `,
-		"admission.yaml": `apiVersion: apiserver.config.k8s.io/v1
+		"admission.yaml": fmt.Sprintf(`apiVersion: apiserver.config.k8s.io/v1
 kind: AdmissionConfiguration
 plugins:
 - name: PodSecurity
@@ -292,15 +355,15 @@ plugins:
     apiVersion: pod-security.admission.config.k8s.io/v1
     kind: PodSecurityConfiguration
     defaults:
-      enforce: baseline
+      enforce: %s
       enforce-version: latest
-      audit: restricted
+      audit: %s
       audit-version: latest
-      warn: restricted
+      warn: %s
       warn-version: latest
     exemptions:
       namespaces: [kube-system]
-`,
+`, s.cfg.PodSecurityEnforce, s.cfg.PodSecurityWarn, s.cfg.PodSecurityWarn),
 		"audit-policy.yaml": `apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]

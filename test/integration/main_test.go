@@ -60,6 +60,7 @@ func start(t *testing.T, args ...string) *proc {
 	t.Helper()
 	p := &proc{cmd: exec.Command(cloudlessBin, args...), stderr: &bytes.Buffer{}, done: make(chan struct{})}
 	p.cmd.Stderr = p.stderr
+	p.cmd.Env = append(os.Environ(), "CLOUDLESS_CONFIG=") // never the host's /etc/cloudless
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %v: %v", args, err)
 	}

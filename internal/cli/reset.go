@@ -1,0 +1,76 @@
+package cli
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/cloudless-dev/cloudless/internal/controlplane"
+)
+
+func newResetCmd() *cobra.Command {
+	dataDir := controlplane.DefaultConfig().DataDir
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "reset",
+		Short: "Remove everything Cloudless created on this machine (the server must be stopped)",
+		Long: `Remove what Cloudless created on this machine: it unmounts whatever is
+mounted under --data-dir and deletes --data-dir (certificates, keys, the
+embedded datastore, logs). The config file (/etc/cloudless/config.yaml) is
+the operator's and stays.
+
+A running server holds a lock on its data dir: stop it first. With a shared
+PostgreSQL datastore the database is left alone, so other servers keep the
+cluster; this machine can join again with the same --token.
+
+It asks for confirmation unless --yes is given.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := configure(cmd, false); err != nil {
+				return err
+			}
+			if os.Geteuid() != 0 {
+				return errors.New("cloudless reset must run as root")
+			}
+			plan, err := controlplane.PlanReset(dataDir)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "This removes %s", plan.DataDir)
+			if len(plan.Mounts) > 0 {
+				fmt.Fprintf(out, " after unmounting %d mounts under it", len(plan.Mounts))
+			}
+			fmt.Fprintln(out, ".")
+			if plan.Shared {
+				fmt.Fprintln(out, "The shared PostgreSQL datastore is not touched.")
+			} else {
+				fmt.Fprintln(out, "The embedded datastore is in it: this cluster's data is lost unless another copy exists.")
+			}
+			if !yes {
+				if !term.IsTerminal(int(os.Stdin.Fd())) {
+					return errors.New("not a terminal: pass --yes to confirm")
+				}
+				fmt.Fprint(out, "Continue? [y/N] ")
+				line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+				if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
+					return errors.New("aborted; nothing was removed")
+				}
+			}
+			if err := controlplane.Reset(plan); err != nil {
+				return err
+			}
+			fmt.Fprintln(out, "Removed.")
+			return nil
+		},
+	}
+	addConfigFlag(cmd)
+	cmd.Flags().StringVar(&dataDir, "data-dir", dataDir, "directory for Cloudless state")
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	return cmd
+}
