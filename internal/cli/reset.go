@@ -25,7 +25,7 @@ embedded datastore, logs). The config file (/etc/cloudless/config.yaml) is
 the operator's and stays.
 
 A running server holds a lock on its data dir: stop it first. With a shared
-PostgreSQL datastore the database is left alone, so other servers keep the
+datastore (PostgreSQL or etcd) the database is left alone, so other servers keep the
 cluster; this machine can join again with the same --token.
 
 It asks for confirmation unless --yes is given.`,
@@ -48,7 +48,7 @@ It asks for confirmation unless --yes is given.`,
 			}
 			fmt.Fprintln(out, ".")
 			if plan.Shared {
-				fmt.Fprintln(out, "The shared PostgreSQL datastore is not touched.")
+				fmt.Fprintln(out, "The shared datastore (PostgreSQL or etcd) is not touched.")
 			} else {
 				fmt.Fprintln(out, "The embedded datastore is in it: this cluster's data is lost unless another copy exists.")
 			}

@@ -10,24 +10,25 @@ import (
 )
 
 func newSecretsEncryptCmd() *cobra.Command {
-	dataDir := controlplane.DefaultConfig().DataDir
+	cfg := controlplane.DefaultConfig()
 	var output string
 	cmd := &cobra.Command{
 		Use:   "secrets-encrypt",
 		Short: "Show and rotate the keys that encrypt Secrets at rest",
 		Long: `Secrets are encrypted in the datastore with secretbox from the first start;
 the key is in <data-dir>/server/cred/encryption-config.yaml (mode 0600).
-Run on a server while it runs.`,
+Run on a server while it runs, with the server's --data-dir and datastore
+flags (or its config file: the same keys are read).`,
 	}
 	encryption := func(cmd *cobra.Command) (*controlplane.Encryption, error) {
 		if err := configure(cmd, false); err != nil {
 			return nil, err
 		}
-		c, _, err := adminClient(dataDir)
+		c, _, err := adminClient(cfg.DataDir)
 		if err != nil {
 			return nil, err
 		}
-		return &controlplane.Encryption{DataDir: dataDir, Client: c, Progress: func(m string) { fmt.Fprintln(cmd.ErrOrStderr(), m) }}, nil
+		return &controlplane.Encryption{Config: cfg, Client: c, Progress: func(m string) { fmt.Fprintln(cmd.ErrOrStderr(), m) }}, nil
 	}
 	status := &cobra.Command{
 		Use:   "status",
@@ -91,7 +92,7 @@ docs/security.md for the manual procedure there.`,
 	}
 	for _, c := range []*cobra.Command{status, rotate} {
 		addConfigFlag(c)
-		c.Flags().StringVar(&dataDir, "data-dir", dataDir, "directory for Cloudless state")
+		addDatastoreFlags(c, &cfg)
 		cmd.AddCommand(c)
 	}
 	return cmd

@@ -13,8 +13,10 @@ func newServerCmd(logger func() (*slog.Logger, error)) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run a Kubernetes control plane: datastore, kube-apiserver, controller-manager and scheduler in one process",
-		Long: `Run a Kubernetes control plane in this process: the datastore (embedded, or
-PostgreSQL with --datastore-endpoint), certificates (created once, renewed
+		Long: `Run a Kubernetes control plane in this process: the datastore (embedded;
+PostgreSQL with --datastore-endpoint postgres://…; or an external etcd
+cluster with --datastore-endpoint https://… and the --datastore-*file
+flags), certificates (created once, renewed
 while running), and upstream kube-apiserver, kube-controller-manager and
 kube-scheduler with secure defaults.
 
@@ -33,7 +35,9 @@ the flag names:
 An unknown key in the file is an error. Must run as root.
 The node agent (kubelet, containerd) is not part of this release yet.`,
 		Example: `  cloudless server
-  cloudless server --datastore-endpoint 'postgres://cloudless:secret@db/cloudless' --tls-san k8s.example.net`,
+  cloudless server --datastore-endpoint 'postgres://cloudless:secret@db/cloudless' --token "$TOKEN" --tls-san k8s.example.net
+  cloudless server --datastore-endpoint https://etcd1:2379,https://etcd2:2379 --token "$TOKEN" \
+    --datastore-cafile /etc/etcd/ca.crt --datastore-certfile /etc/etcd/client.crt --datastore-keyfile /etc/etcd/client.key`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := configure(cmd, true); err != nil {
@@ -52,8 +56,7 @@ The node agent (kubelet, containerd) is not part of this release yet.`,
 	}
 	addConfigFlag(cmd)
 	f := cmd.Flags()
-	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for Cloudless state")
-	f.StringVar(&cfg.DatastoreEndpoint, "datastore-endpoint", cfg.DatastoreEndpoint, "empty for the embedded datastore, or a postgres:// URL shared by several servers")
+	addDatastoreFlags(cmd, &cfg)
 	f.StringVar(&cfg.Token, "token", cfg.Token, "cluster secret, the same on every server sharing a datastore (required with --datastore-endpoint)")
 	f.StringVar(&cfg.BindAddress, "bind-address", cfg.BindAddress, "address kube-apiserver listens on")
 	f.StringVar(&cfg.AdvertiseAddress, "advertise-address", cfg.AdvertiseAddress, "address other nodes reach kube-apiserver on (default: this host's address on its default route)")
@@ -71,4 +74,14 @@ The node agent (kubelet, containerd) is not part of this release yet.`,
 	f.StringArrayVar(&cfg.ControllerManagerArgs, "kube-controller-manager-arg", nil, "extra kube-controller-manager flag (repeatable, applied last)")
 	f.StringArrayVar(&cfg.SchedulerArgs, "kube-scheduler-arg", nil, "extra kube-scheduler flag (repeatable, applied last)")
 	return cmd
+}
+
+// addDatastoreFlags adds the flags that say where the server's state is.
+func addDatastoreFlags(cmd *cobra.Command, cfg *controlplane.Config) {
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for Cloudless state")
+	f.StringVar(&cfg.DatastoreEndpoint, "datastore-endpoint", cfg.DatastoreEndpoint, "empty for the embedded datastore; a postgres:// URL shared by several servers; or an external etcd cluster, https://host:2379[,https://…]")
+	f.StringVar(&cfg.DatastoreCAFile, "datastore-cafile", cfg.DatastoreCAFile, "CA that signs the external etcd's certificates")
+	f.StringVar(&cfg.DatastoreCertFile, "datastore-certfile", cfg.DatastoreCertFile, "client certificate for the external etcd")
+	f.StringVar(&cfg.DatastoreKeyFile, "datastore-keyfile", cfg.DatastoreKeyFile, "client key for the external etcd")
 }

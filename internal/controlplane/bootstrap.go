@@ -10,10 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"golang.org/x/crypto/hkdf"
 )
 
@@ -30,8 +28,8 @@ var sharedFiles = []string{
 
 // syncBootstrap makes this server's shared files those of the cluster: the
 // first server to get here stores its own; the others take them.
-func (s *Server) syncBootstrap(ctx context.Context, sock string) error {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"unix://" + sock}, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
+func (s *Server) syncBootstrap(ctx context.Context) error {
+	cli, err := s.cfg.EtcdClient()
 	if err != nil {
 		return err
 	}

@@ -13,8 +13,12 @@ import (
 // Config configures the control plane.
 type Config struct {
 	DataDir string
-	// Datastore: empty for the embedded engine, or postgres://.
+	// Datastore: empty for the embedded engine, postgres://, or an
+	// external etcd cluster (https://…, with the three TLS files).
 	DatastoreEndpoint string
+	DatastoreCAFile   string
+	DatastoreCertFile string
+	DatastoreKeyFile  string
 	// Token is the cluster secret: servers sharing a datastore derive from
 	// it the key that seals the CA they share there.
 	Token string
@@ -102,6 +106,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DatastoreEndpoint != "" && c.Token == "" {
 		return errors.New("--datastore-endpoint needs --token: servers sharing a datastore use it to protect the cluster CA stored there; give every server the same --token")
+	}
+	if c.externalEtcd() {
+		return c.validateEtcd()
 	}
 	ds := datastore.DefaultConfig()
 	ds.DataDir, ds.Endpoint = c.DataDir, c.DatastoreEndpoint

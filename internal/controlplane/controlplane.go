@@ -94,22 +94,28 @@ func (s *Server) Run(ctx context.Context) error {
 	errc := make(chan error, 4)
 
 	s.phase(1, "starting datastore")
-	dscfg := datastore.DefaultConfig()
-	dscfg.DataDir, dscfg.Endpoint = s.cfg.DataDir, s.cfg.DatastoreEndpoint
-	ds, err := datastore.Open(ctx, dscfg, s.log.With("subsystem", "datastore"))
-	if err != nil {
-		return err
-	}
-	go func() { errc <- ds.Run(ctx) }()
-	select {
-	case <-ds.Ready():
-	case err := <-errc:
-		return err
+	if s.cfg.externalEtcd() {
+		if err := s.checkEtcd(ctx); err != nil {
+			return err
+		}
+	} else {
+		dscfg := datastore.DefaultConfig()
+		dscfg.DataDir, dscfg.Endpoint = s.cfg.DataDir, s.cfg.DatastoreEndpoint
+		ds, err := datastore.Open(ctx, dscfg, s.log.With("subsystem", "datastore"))
+		if err != nil {
+			return err
+		}
+		go func() { errc <- ds.Run(ctx) }()
+		select {
+		case <-ds.Ready():
+		case err := <-errc:
+			return err
+		}
 	}
 
 	s.phase(2, "certificates")
 	if s.cfg.DatastoreEndpoint != "" {
-		if err := s.syncBootstrap(ctx, dscfg.SocketPath()); err != nil {
+		if err := s.syncBootstrap(ctx); err != nil {
 			return err
 		}
 	}
@@ -122,7 +128,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 	s.phase(3, "starting kube-apiserver", "address", addr)
 	go func() {
-		errc <- fmt.Errorf("kube-apiserver: %w", runAPIServer(ctx, s.apiserverArgs("unix://"+dscfg.SocketPath())))
+		errc <- fmt.Errorf("kube-apiserver: %w", runAPIServer(ctx, s.apiserverArgs(s.cfg.etcdServers())))
 	}()
 	if err := s.waitReady(ctx, errc); err != nil {
 		return err
@@ -279,7 +285,27 @@ func (s *Server) apiserverArgs(etcdServers string) []string {
 		"--profiling=false",
 		"--cert-dir=" + filepath.Join(p.root, "tls", "generated"),
 	}
+	if c.externalEtcd() && c.DatastoreCAFile != "" {
+		args = append(args, "--etcd-cafile="+c.DatastoreCAFile, "--etcd-certfile="+c.DatastoreCertFile, "--etcd-keyfile="+c.DatastoreKeyFile)
+	}
 	return append(args, c.APIServerArgs...)
+}
+
+// checkEtcd fails early, with the fix, if the external etcd cannot be
+// reached.
+func (s *Server) checkEtcd(ctx context.Context) error {
+	cli, err := s.cfg.EtcdClient()
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	ep := strings.Split(s.cfg.DatastoreEndpoint, ",")[0]
+	if _, err := cli.Status(cctx, ep); err != nil {
+		return fmt.Errorf("etcd at %s does not answer (%v): check the URL, that etcd runs, and that --datastore-cafile/certfile/keyfile are the ones etcd trusts", ep, err)
+	}
+	return nil
 }
 
 func (s *Server) controllerManagerArgs() []string {

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,8 +19,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/yaml"
-
-	"github.com/cloudless-dev/cloudless/internal/datastore"
 )
 
 // Secrets are encrypted at rest with secretbox (XSalsa20-Poly1305). The
@@ -51,16 +48,16 @@ type EncryptionStatus struct {
 }
 
 // Encryption reads and rotates the Secrets encryption keys of the server
-// whose data dir is DataDir. The server must be running.
+// configured by Config. The server must be running.
 type Encryption struct {
-	DataDir string
-	Client  kubernetes.Interface
+	Config Config // the server's: data dir and datastore
+	Client kubernetes.Interface
 	// Progress, if set, is told about each step.
 	Progress func(msg string)
 }
 
 func (e *Encryption) configPath() string {
-	return paths{filepath.Join(e.DataDir, "server")}.cred("encryption-config.yaml")
+	return paths{filepath.Join(e.Config.DataDir, "server")}.cred("encryption-config.yaml")
 }
 
 func (e *Encryption) progress(format string, args ...any) {
@@ -114,11 +111,9 @@ func (e *Encryption) Status(ctx context.Context) (EncryptionStatus, error) {
 
 // countByKey reads every Secret's stored bytes from the local datastore.
 func (e *Encryption) countByKey(ctx context.Context) (byKey map[string]int, total, plain int, err error) {
-	ds := datastore.DefaultConfig()
-	ds.DataDir = e.DataDir
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"unix://" + ds.SocketPath()}, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
+	cli, err := e.Config.EtcdClient()
 	if err != nil {
-		return nil, 0, 0, fmt.Errorf("connect to the datastore: %w", err)
+		return nil, 0, 0, err
 	}
 	defer cli.Close()
 	byKey = map[string]int{}
@@ -128,7 +123,7 @@ func (e *Encryption) countByKey(ctx context.Context) (byKey map[string]int, tota
 	for {
 		resp, err := cli.Get(ctx, key, clientv3.WithRange(end), clientv3.WithLimit(500))
 		if err != nil {
-			return nil, 0, 0, fmt.Errorf("read Secrets from the datastore at %s (is the server running?): %w", ds.SocketPath(), err)
+			return nil, 0, 0, fmt.Errorf("read Secrets from the datastore %s (is the server running?): %w", e.Config.etcdServers(), err)
 		}
 		for _, kv := range resp.Kvs {
 			total++
@@ -151,8 +146,8 @@ func (e *Encryption) countByKey(ctx context.Context) (byKey map[string]int, tota
 // drops the old keys. Each step waits for the apiserver to load the file.
 // It is safe to run again after an interruption.
 func (e *Encryption) Rotate(ctx context.Context) (string, error) {
-	if b, err := os.ReadFile(filepath.Join(e.DataDir, "server", "datastore")); err == nil && string(b) == "shared" {
-		return "", errors.New("this server shares its datastore: rotating keys on several servers at once is not supported yet (every server must load the new key before any writes with it); see docs/security.md for the manual steps")
+	if b, err := os.ReadFile(filepath.Join(e.Config.DataDir, "server", "datastore")); err == nil && string(b) == "shared" {
+		return "", errors.New("this server shares its datastore with others (--datastore-endpoint): rotating keys on several servers at once is not supported yet (every server must load the new key before any writes with it); see docs/security.md for the manual steps")
 	}
 	cfg, keys, err := e.readConfig()
 	if err != nil {
@@ -205,9 +200,7 @@ func (e *Encryption) Rotate(ctx context.Context) (string, error) {
 // waitActive writes a probe Secret until the datastore shows it stored
 // with key: then the apiserver has loaded the new config.
 func (e *Encryption) waitActive(ctx context.Context, key string) error {
-	ds := datastore.DefaultConfig()
-	ds.DataDir = e.DataDir
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"unix://" + ds.SocketPath()}, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
+	cli, err := e.Config.EtcdClient()
 	if err != nil {
 		return err
 	}
