@@ -214,6 +214,8 @@ func TestServerRejectsBadInput(t *testing.T) {
 		{"unsupported datastore", []string{"--datastore-endpoint", "mysql://db/k8s", "--token", "x"}, `endpoint "mysql://db/k8s" is not supported`},
 		{"plain http etcd off loopback", []string{"--datastore-endpoint", "http://192.0.2.1:2379", "--token", "x"}, "plain http to etcd is allowed on loopback only"},
 		{"https etcd without TLS files", []string{"--datastore-endpoint", "https://192.0.2.1:2379", "--token", "x"}, "needs --datastore-cafile"},
+		{"unreachable PostgreSQL", []string{"--datastore-endpoint", "postgres://cloudless@127.0.0.1:1/x", "--token", "x"}, "connect to PostgreSQL"},
+		{"unwritable data dir", []string{"--data-dir", "/dev/null/data"}, "choose a writable --data-dir"},
 		{"shared datastore without token", []string{"--datastore-endpoint", "postgres://db/k8s"}, "--datastore-endpoint needs --token"},
 		{"bad pod security level", []string{"--pod-security-enforce", "strict"}, "want privileged, baseline or restricted"},
 		{"port in use", []string{"--bind-address", "127.0.0.1", "--https-listen-port", fmt.Sprint(busyPort(t))}, "kube-apiserver's port"},
