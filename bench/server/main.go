@@ -140,7 +140,7 @@ func startCloudless(ctx context.Context, dir string) (*group, time.Duration) {
 	g := &group{}
 	t0 := time.Now()
 	g.start(ctx, "cloudless", filepath.Join(*work, "cloudless.log"), *cloudlessBin, "server",
-		"--data-dir", dir, "--https-listen-port", strconv.Itoa(port), "--advertise-address", "127.0.0.1", "--log-level", "warn")
+		"--data-dir", dir, "--https-listen-port", strconv.Itoa(port), "--advertise-address", "127.0.0.1", "--log-level", "warn", "--disable-agent")
 	return g, waitReady(g, t0)
 }
 
@@ -287,7 +287,7 @@ func (r *results) write() error {
 	var md strings.Builder
 	fmt.Fprintf(&md, "# Server start and idle footprint, %s, %s\n\n", date, host)
 	fmt.Fprintf(&md, "`sudo bench/server/run.sh` (%d cold and warm starts each, %s idle). Machine: %s.\n\n", *runs, *idle, machineInfo())
-	md.WriteString("Cloudless: `cloudless server`, one process with its embedded datastore. Upstream: etcd 3.4 (Debian), kube-apiserver, kube-controller-manager and kube-scheduler 1.35.4 as separate processes, with the same flags and certificates (`controlplane.ComponentArgs`); their cold start does not include making certificates, Cloudless's does.\n\n")
+	md.WriteString("Cloudless: `cloudless server --disable-agent`, one process with its embedded datastore. Upstream: etcd 3.4 (Debian), kube-apiserver, kube-controller-manager and kube-scheduler 1.35.4 as separate processes, with the same flags and certificates (`controlplane.ComponentArgs`); their cold start does not include making certificates, Cloudless's does.\n\n")
 	md.WriteString("| Metric | Cloudless | Upstream | Ratio | Target |\n|---|---|---|---|---|\n")
 	for _, k := range []string{"cold", "warm"} {
 		c, u := median(r.starts["cloudless "+k]), median(r.starts["upstream "+k])

@@ -33,7 +33,11 @@ the flag names:
   kube-apiserver-arg: ["--v=2"]
 
 An unknown key in the file is an error. Must run as root.
-The node agent (kubelet, containerd) is not part of this release yet.`,
+
+Unless --disable-agent, the server is also a node: it runs containerd (with
+runc and CNI plugins found next to this binary, as ` + "`make build`" + ` puts
+them) and the kubelet, labelled node-role.kubernetes.io/control-plane.
+Image archives dropped in <data-dir>/agent/images/ are imported.`,
 		Example: `  cloudless server
   cloudless server --datastore-endpoint 'postgres://cloudless:secret@db/cloudless' --token "$TOKEN" --tls-san k8s.example.net
   cloudless server --datastore-endpoint https://etcd1:2379,https://etcd2:2379 --token "$TOKEN" \
@@ -70,6 +74,10 @@ The node agent (kubelet, containerd) is not part of this release yet.`,
 	f.DurationVar(&cfg.RenewBefore, "cert-renew-before", cfg.RenewBefore, "renew leaf certificates while running when less than this remains (at most a third of --cert-validity)")
 	f.StringVar(&cfg.PodSecurityEnforce, "pod-security-enforce", cfg.PodSecurityEnforce, "Pod Security level enforced in namespaces without their own pod-security.kubernetes.io labels: privileged, baseline or restricted")
 	f.StringVar(&cfg.PodSecurityWarn, "pod-security-warn", cfg.PodSecurityWarn, "Pod Security level that only warns and audits: privileged, baseline or restricted")
+	f.BoolVar(&cfg.DisableAgent, "disable-agent", cfg.DisableAgent, "do not run a node agent (kubelet, containerd) on this server")
+	f.StringVar(&cfg.NodeName, "node-name", cfg.NodeName, "this node's name (default: the hostname, lowercased)")
+	f.StringSliceVar(&cfg.NodeTaints, "node-taint", nil, "taint this node registers with, key[=value]:Effect, e.g. node-role.kubernetes.io/control-plane:NoSchedule (repeatable)")
+	f.StringArrayVar(&cfg.KubeletArgs, "kubelet-arg", nil, "extra kubelet flag (repeatable, applied last)")
 	f.StringArrayVar(&cfg.APIServerArgs, "kube-apiserver-arg", nil, "extra kube-apiserver flag, e.g. --kube-apiserver-arg=--v=2 (repeatable, applied last)")
 	f.StringArrayVar(&cfg.ControllerManagerArgs, "kube-controller-manager-arg", nil, "extra kube-controller-manager flag (repeatable, applied last)")
 	f.StringArrayVar(&cfg.SchedulerArgs, "kube-scheduler-arg", nil, "extra kube-scheduler flag (repeatable, applied last)")

@@ -72,6 +72,21 @@ func (s *Server) ensureCerts() ([]string, error) {
 		{s.certs.ca, pki.Leaf{Name: "controller-manager", CommonName: "system:kube-controller-manager", Usages: client, Validity: v}},
 		{s.certs.ca, pki.Leaf{Name: "scheduler", CommonName: "system:kube-scheduler", Usages: client, Validity: v}},
 	}
+	if !c.DisableAgent {
+		// This machine's own node: the server has the CA, so it issues the
+		// kubelet's certificates itself; other nodes use TLS bootstrap.
+		node := "system:node:" + c.NodeName
+		leaves = append(leaves,
+			struct {
+				ca   *pki.CA
+				leaf pki.Leaf
+			}{s.certs.ca, pki.Leaf{Name: "kubelet-client", CommonName: node, Organization: []string{"system:nodes"}, Usages: client, Validity: v}},
+			struct {
+				ca   *pki.CA
+				leaf pki.Leaf
+			}{s.certs.ca, pki.Leaf{Name: "kubelet-serving", CommonName: node, Organization: []string{"system:nodes"}, DNSNames: []string{c.NodeName, "localhost"}, IPs: []net.IP{net.ParseIP(c.AdvertiseAddress), net.ParseIP("127.0.0.1")}, Usages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, Validity: v}},
+		)
+	}
 	var wrote []string
 	for _, l := range leaves {
 		w, err := l.ca.Ensure(dir, l.leaf, c.renewBefore())
@@ -83,7 +98,11 @@ func (s *Server) ensureCerts() ([]string, error) {
 		}
 	}
 	server := fmt.Sprintf("https://127.0.0.1:%d", c.HTTPSPort)
-	for _, k := range []string{"admin", "controller-manager", "scheduler"} {
+	kubeconfigs := []string{"admin", "controller-manager", "scheduler"}
+	if !c.DisableAgent {
+		kubeconfigs = append(kubeconfigs, "kubelet-client")
+	}
+	for _, k := range kubeconfigs {
 		if err := writeKubeconfig(p.cred(k+".kubeconfig"), server, s.certs.ca.PEM, p.tls(k+".crt"), p.tls(k+".key")); err != nil {
 			return wrote, err
 		}

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/cloudless-dev/cloudless/internal/datastore"
 )
@@ -42,6 +45,13 @@ type Config struct {
 	// labels: privileged, baseline or restricted. Audit follows Warn.
 	PodSecurityEnforce string
 	PodSecurityWarn    string
+
+	// The node agent on this machine (kubelet, containerd), unless
+	// DisableAgent. NodeName defaults to the lowercased hostname.
+	DisableAgent bool
+	NodeName     string
+	NodeTaints   []string // key=value:Effect, registered with the node
+	KubeletArgs  []string
 
 	// Extra upstream flags, applied last.
 	APIServerArgs         []string
@@ -104,6 +114,11 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("%s %q: want privileged, baseline or restricted", flag, v)
 		}
 	}
+	for _, t := range c.NodeTaints {
+		if _, err := parseTaint(t); err != nil {
+			return err
+		}
+	}
 	if c.DatastoreEndpoint != "" && c.Token == "" {
 		return errors.New("--datastore-endpoint needs --token: servers sharing a datastore use it to protect the cluster CA stored there; give every server the same --token")
 	}
@@ -123,4 +138,18 @@ func (c *Config) firstServiceIP() net.IP {
 
 func (c *Config) renewBefore() time.Duration {
 	return min(c.RenewBefore, c.CertValidity/3)
+}
+
+// parseTaint checks a key[=value]:Effect taint.
+func parseTaint(s string) (corev1.Taint, error) {
+	kv, effect, ok := strings.Cut(s, ":")
+	key, value, _ := strings.Cut(kv, "=")
+	t := corev1.Taint{Key: key, Value: value, Effect: corev1.TaintEffect(effect)}
+	switch {
+	case !ok || key == "":
+		return t, fmt.Errorf("--node-taint %q: want key[=value]:Effect, e.g. node-role.kubernetes.io/control-plane:NoSchedule", s)
+	case t.Effect != corev1.TaintEffectNoSchedule && t.Effect != corev1.TaintEffectPreferNoSchedule && t.Effect != corev1.TaintEffectNoExecute:
+		return t, fmt.Errorf("--node-taint %q: effect must be NoSchedule, PreferNoSchedule or NoExecute", s)
+	}
+	return t, nil
 }

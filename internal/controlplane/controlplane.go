@@ -27,6 +27,8 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/validation"
+
 	"github.com/cloudless-dev/cloudless/internal/datastore"
 )
 
@@ -50,6 +52,16 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 			return nil, err
 		}
 		cfg.AdvertiseAddress = ip.String()
+	}
+	if cfg.NodeName == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("node name: %w (give --node-name)", err)
+		}
+		cfg.NodeName = strings.ToLower(host)
+	}
+	if errs := validation.IsDNS1123Subdomain(cfg.NodeName); len(errs) > 0 {
+		return nil, fmt.Errorf("node name %q: %s (give --node-name)", cfg.NodeName, strings.Join(errs, "; "))
 	}
 	return &Server{cfg: cfg, log: log, paths: paths{filepath.Join(cfg.DataDir, "server")}, ready: make(chan struct{})}, nil
 }
@@ -144,6 +156,11 @@ func (s *Server) Run(ctx context.Context) error {
 	s.phase(5, "ready", "kubeconfig", kc)
 	fmt.Fprintf(os.Stderr, "\nCloudless control plane is ready.\n  export KUBECONFIG=%s\n  cloudless kubectl get nodes   (or any kubectl)\n\n", kc)
 	close(s.ready)
+	if !s.cfg.DisableAgent {
+		if err := s.startAgent(ctx, errc); err != nil {
+			return err
+		}
+	}
 
 	renew := time.NewTicker(max(s.cfg.renewBefore()/10, time.Second))
 	defer renew.Stop()
@@ -260,6 +277,7 @@ func (s *Server) apiserverArgs(etcdServers string) []string {
 		"--kubelet-client-certificate=" + p.tls("apiserver-kubelet-client.crt"),
 		"--kubelet-client-key=" + p.tls("apiserver-kubelet-client.key"),
 		"--kubelet-preferred-address-types=InternalIP,Hostname",
+		"--kubelet-certificate-authority=" + p.tls("ca.crt"),
 		"--requestheader-client-ca-file=" + p.tls("front-proxy-ca.crt"),
 		"--requestheader-allowed-names=front-proxy-client",
 		"--requestheader-extra-headers-prefix=X-Remote-Extra-",

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/cloudless-dev/cloudless/internal/agent"
 )
 
 // lockDataDir takes the exclusive lock a running server holds on its data
@@ -41,6 +43,8 @@ func lockDataDir(dataDir string) (release func(), err error) {
 // ResetPlan is what Reset removes.
 type ResetPlan struct {
 	DataDir string   `json:"dataDir"`
+	RunDir  string   `json:"runDir"` // the agent's runtime state
+	Shims   []int    `json:"shims"`  // container shims, killed with their containers
 	Mounts  []string `json:"mounts"` // unmounted, deepest first
 	Shared  bool     `json:"sharedDatastore"`
 }
@@ -52,7 +56,7 @@ func PlanReset(dataDir string) (ResetPlan, error) {
 	if err != nil {
 		return ResetPlan{}, err
 	}
-	p := ResetPlan{DataDir: abs}
+	p := ResetPlan{DataDir: abs, RunDir: agent.RunDirFor(abs)}
 	if _, err := os.Stat(abs); errors.Is(err, fs.ErrNotExist) {
 		return p, nil
 	}
@@ -65,17 +69,20 @@ func PlanReset(dataDir string) (ResetPlan, error) {
 	if !marked || abs == "/" {
 		return ResetPlan{}, fmt.Errorf("%s does not look like a Cloudless data dir (no server/ or datastore/ in it); check --data-dir", abs)
 	}
-	if p.Mounts, err = mountsUnder(abs); err != nil {
+	if p.Mounts, err = mountsUnder(abs, p.RunDir); err != nil {
 		return ResetPlan{}, err
 	}
+	p.Shims = agent.Shims(p.RunDir)
 	if b, err := os.ReadFile(filepath.Join(abs, "server", "datastore")); err == nil && string(b) == "shared" {
 		p.Shared = true
 	}
 	return p, nil
 }
 
-// Reset stops nothing (a running server makes it fail): it unmounts what
-// is mounted under the data dir and removes the data dir. A shared
+// Reset refuses a running server's data dir. It kills the containers the
+// agent left running (their shims and the processes under them), unmounts
+// what is mounted under the data dir and the agent's run dir, removes the
+// pod network's bridge and both dirs. A shared
 // PostgreSQL datastore is left alone; other servers keep the cluster.
 func Reset(p ResetPlan) error {
 	if _, err := os.Stat(p.DataDir); errors.Is(err, fs.ErrNotExist) {
@@ -86,6 +93,8 @@ func Reset(p ResetPlan) error {
 		return err
 	}
 	defer release()
+	// Containers first: they hold the mounts.
+	agent.KillShims(p.RunDir)
 	for _, m := range p.Mounts {
 		if err := syscall.Unmount(m, 0); err != nil && !errors.Is(err, syscall.EINVAL) {
 			if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
@@ -93,14 +102,19 @@ func Reset(p ResetPlan) error {
 			}
 		}
 	}
-	if err := os.RemoveAll(p.DataDir); err != nil {
-		return fmt.Errorf("remove %s: %w", p.DataDir, err)
+	if err := agent.RemoveNetwork(); err != nil {
+		return err
+	}
+	for _, d := range []string{p.DataDir, p.RunDir} {
+		if err := os.RemoveAll(d); err != nil {
+			return fmt.Errorf("remove %s: %w", d, err)
+		}
 	}
 	return nil
 }
 
-// mountsUnder lists mount points at or below dir, deepest first.
-func mountsUnder(dir string) ([]string, error) {
+// mountsUnder lists mount points at or below dirs, deepest first.
+func mountsUnder(dirs ...string) ([]string, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
@@ -114,8 +128,10 @@ func mountsUnder(dir string) ([]string, error) {
 			continue
 		}
 		mp := unescapeMount(fields[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
+		for _, dir := range dirs {
+			if mp == dir || strings.HasPrefix(mp, dir+"/") {
+				out = append(out, mp)
+			}
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return strings.Count(out[i], "/") > strings.Count(out[j], "/") })

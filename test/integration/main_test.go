@@ -31,8 +31,9 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	cloudlessBin = filepath.Join(dir, "cloudless")
-	build := exec.Command("go", "build", "-o", cloudlessBin, "./cmd/cloudless")
+	// cloudless and its helpers (runc, pause, CNI plugins), once per run.
+	cloudlessBin = filepath.Join(dir, "bin", "cloudless")
+	build := exec.Command("build/build.sh", filepath.Join(dir, "bin"))
 	build.Dir = "../.."
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build cloudless: %v\n%s", err, out)

@@ -27,9 +27,15 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 )
 
-// startServer runs `cloudless server` and returns a client-go clientset
-// for its admin kubeconfig once /readyz answers.
+// startServer runs `cloudless server` without its node agent (see
+// startServerWithAgent) and returns a client-go clientset for its admin
+// kubeconfig once /readyz answers.
 func startServer(t *testing.T, dir string, port int, extra ...string) (*proc, *kubernetes.Clientset, *rest.Config) {
+	t.Helper()
+	return startServerArgs(t, dir, port, append([]string{"--disable-agent"}, extra...)...)
+}
+
+func startServerArgs(t *testing.T, dir string, port int, extra ...string) (*proc, *kubernetes.Clientset, *rest.Config) {
 	t.Helper()
 	args := append([]string{"server", "--data-dir", dir, "--bind-address", "127.0.0.1", "--https-listen-port", fmt.Sprint(port)}, extra...)
 	p := start(t, args...)

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds cloudless and the helpers the node agent runs next to it into DIR
+# (default bin/): cloudless, pause (static), runc (cgo + libseccomp) and
+# cni/{bridge,host-local,loopback,portmap}. Versions are pinned in go.mod
+# and build/helpers/go.mod; nothing is downloaded but Go modules.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=$(realpath -m "${1:-bin}")
+mkdir -p "$out/cni"
+GO=${GO:-go}
+$GO build -o "$out/cloudless" ./cmd/cloudless
+CGO_ENABLED=0 $GO build -ldflags "-s -w" -o "$out/pause" ./cmd/pause
+cd build/helpers
+runc_version=$($GO list -m -f '{{.Version}}' github.com/opencontainers/runc)
+CGO_ENABLED=1 $GO build -tags "seccomp urfave_cli_no_docs" -ldflags "-X main.version=${runc_version#v}" -o "$out/runc" github.com/opencontainers/runc
+CGO_ENABLED=0 $GO build -ldflags "-s -w" -o "$out/cni/" \
+  github.com/containernetworking/plugins/plugins/main/bridge \
+  github.com/containernetworking/plugins/plugins/main/loopback \
+  github.com/containernetworking/plugins/plugins/ipam/host-local \
+  github.com/containernetworking/plugins/plugins/meta/portmap

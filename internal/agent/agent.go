@@ -1,0 +1,267 @@
+// Package agent turns this machine into a Kubernetes node: it runs
+// containerd (a child process of this binary) with runc and CNI plugins
+// built from their Go modules, imports image archives (no registry
+// needed), and runs the upstream kubelet in this process with a
+// configuration that has the usual on-prem lessons built in.
+//
+// Files: containerd.go (runtime config and child), runtime.go (the only
+// importer of containerd's daemon and shim), kubelet.go (the only importer
+// of the kubelet), images.go (archives and the pause image), resolv.go,
+// cni.go (the node's pod network config once it has a pod CIDR).
+//
+// The server package starts it for the server's own node; `cloudless
+// agent` will start it on other machines.
+package agent
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// Config configures the agent.
+type Config struct {
+	DataDir  string
+	NodeName string
+	NodeIP   string
+	// Kubeconfig authenticates the kubelet (as system:node:<NodeName>).
+	Kubeconfig string
+	// CAFile is the cluster CA; ServingCert/KeyFile the kubelet's serving
+	// certificate, signed by it.
+	CAFile, ServingCertFile, ServingKeyFile string
+	ClusterDNS, ClusterDomain               string
+	// HelpersDir holds runc, pause and cni/ (default: next to this binary).
+	HelpersDir string
+	// RunDir holds runtime state that must not outlive a reboot (default
+	// RunDirFor(DataDir)).
+	RunDir      string
+	NodeLabels  []string
+	KubeletArgs []string
+}
+
+type paths struct{ root, run string }
+
+func (p paths) containerdRoot() string  { return filepath.Join(p.root, "containerd") }
+func (p paths) containerdState() string { return filepath.Join(p.run, "containerd") }
+func (p paths) containerdSocket() string {
+	return filepath.Join(p.run, "containerd", "containerd.sock")
+}
+func (p paths) cniConfDir() string  { return filepath.Join(p.root, "cni", "net.d") }
+func (p paths) shimDir() string     { return filepath.Join(p.root, "bin") }
+func (p paths) kubeletRoot() string { return filepath.Join(p.root, "kubelet") }
+func (p paths) resolvConf() string  { return filepath.Join(p.root, "resolv.conf") }
+func (p paths) podLogs() string     { return filepath.Join(p.root, "pod-logs") }
+
+// RunDirFor is /run/cloudless for the default data dir, and a directory
+// of its own for any other, so that several agents (tests) can share a
+// machine.
+func RunDirFor(dataDir string) string {
+	if dataDir == "/var/lib/cloudless" {
+		return "/run/cloudless"
+	}
+	sum := sha256.Sum256([]byte(dataDir))
+	return "/run/cloudless-" + hex.EncodeToString(sum[:4])
+}
+
+// ImagesDir is where image archives are imported from.
+func ImagesDir(dataDir string) string { return filepath.Join(dataDir, "agent", "images") }
+
+// Agent is a node agent.
+type Agent struct {
+	cfg          Config
+	log          *slog.Logger
+	paths        paths
+	cgroupDriver string
+	ready        chan struct{}
+}
+
+// New checks cfg and returns an Agent; it starts nothing.
+func New(cfg Config, log *slog.Logger) (*Agent, error) {
+	if cfg.NodeName == "" || cfg.NodeIP == "" || cfg.Kubeconfig == "" {
+		return nil, errors.New("agent: node name, node IP and kubeconfig are required")
+	}
+	if cfg.HelpersDir == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		cfg.HelpersDir = filepath.Dir(self)
+	}
+	if cfg.RunDir == "" {
+		cfg.RunDir = RunDirFor(cfg.DataDir)
+	}
+	a := &Agent{cfg: cfg, log: log, paths: paths{filepath.Join(cfg.DataDir, "agent"), cfg.RunDir}, cgroupDriver: cgroupDriver(), ready: make(chan struct{})}
+	for _, h := range []string{"runc", "pause", "cni/bridge", "cni/host-local", "cni/loopback"} {
+		if _, err := os.Stat(a.helper(h)); err != nil {
+			return nil, fmt.Errorf("agent: helper %s is missing from %s: build with `make build`, which puts runc, pause and the CNI plugins next to cloudless", h, cfg.HelpersDir)
+		}
+	}
+	return a, nil
+}
+
+func (a *Agent) helper(name string) string { return filepath.Join(a.cfg.HelpersDir, name) }
+
+// Ready is closed when the node is registered and its pod network set up.
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+func (a *Agent) phase(n int, msg string, args ...any) {
+	a.log.Info(fmt.Sprintf("[agent %d/4] %s", n, msg), args...)
+}
+
+// Run runs the node until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := checkSwap(); err != nil {
+		return err
+	}
+	mem, err := memTotal()
+	if err != nil {
+		return err
+	}
+	a.phase(1, "starting containerd", "cgroup-driver", a.cgroupDriver)
+	if err := a.linkShim(); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	if _, err := a.startContainerd(ctx); err != nil {
+		return err
+	}
+	a.phase(2, "importing images")
+	if err := a.importImages(ctx); err != nil {
+		return err
+	}
+	a.phase(3, "starting kubelet", "node", a.cfg.NodeName)
+	if err := writeResolvConf(a.paths.resolvConf(), a.log); err != nil {
+		return err
+	}
+	if err := writeFile(filepath.Join(a.paths.root, "kubelet.yaml"), []byte(a.kubeletConfig(mem)), 0o600); err != nil {
+		return err
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- fmt.Errorf("kubelet: %w", runKubelet(ctx, a.kubeletArgs())) }()
+	go func() { errc <- a.watchImages(ctx) }()
+
+	a.phase(4, "waiting for the node's pod CIDR")
+	if err := a.setupPodNetwork(ctx, errc); err != nil {
+		return err
+	}
+	close(a.ready)
+	a.log.Info("node is up", "node", a.cfg.NodeName)
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errc:
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+}
+
+// setupPodNetwork waits until the controller-manager gives the node a pod
+// CIDR and writes the CNI config for it.
+func (a *Agent) setupPodNetwork(ctx context.Context, errc chan error) error {
+	rc, err := clientcmd.BuildConfigFromFlags("", a.cfg.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	for {
+		node, err := cs.CoreV1().Nodes().Get(ctx, a.cfg.NodeName, metav1.GetOptions{})
+		if err == nil && node.Spec.PodCIDR != "" {
+			return a.writeCNIConfig(node)
+		}
+		select {
+		case err := <-errc:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (a *Agent) writeCNIConfig(node *corev1.Node) error {
+	conf := fmt.Sprintf(`{
+  "cniVersion": "1.0.0",
+  "name": "cloudless",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": %q,
+      "isGateway": true,
+      "ipMasq": false,
+      "hairpinMode": true,
+      "ipam": {"type": "host-local", "ranges": [[{"subnet": %q}]], "routes": [{"dst": "0.0.0.0/0"}], "dataDir": %q}
+    }
+  ]
+}
+`, BridgeName, node.Spec.PodCIDR, filepath.Join(a.paths.root, "cni", "ipam"))
+	return writeFile(filepath.Join(a.paths.cniConfDir(), "10-cloudless.conflist"), []byte(conf), 0o600)
+}
+
+// cgroupDriver is systemd where systemd runs and cgroup v2 is the only
+// hierarchy, cgroupfs otherwise (including cgroup v1 hybrid hosts).
+func cgroupDriver() string {
+	var st unix.Statfs_t
+	if _, err := os.Stat("/run/systemd/system"); err == nil {
+		if unix.Statfs("/sys/fs/cgroup", &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+			return "systemd"
+		}
+	}
+	return "cgroupfs"
+}
+
+func checkSwap() error {
+	b, err := os.ReadFile("/proc/swaps")
+	if err != nil {
+		return nil
+	}
+	if lines := strings.Split(strings.TrimSpace(string(b)), "\n"); len(lines) > 1 {
+		return errors.New("agent: swap is on, and the kubelet cannot account for it; turn it off (swapoff -a, and remove it from /etc/fstab), or configure swap with --kubelet-arg=--fail-swap-on=false")
+	}
+	return nil
+}
+
+func memTotal() (uint64, error) {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var kb uint64
+		if n, _ := fmt.Sscanf(sc.Text(), "MemTotal: %d kB", &kb); n == 1 {
+			return kb << 10, nil
+		}
+	}
+	return 0, errors.New("agent: no MemTotal in /proc/meminfo")
+}
+
+// writeFile writes atomically.
+func writeFile(path string, data []byte, perm os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, perm); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

@@ -1,0 +1,154 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"golang.org/x/sys/unix"
+)
+
+// containerdConfig is containerd 2.x's config (version 3) for the CRI
+// plugin the kubelet talks to.
+func (a *Agent) containerdConfig() string {
+	restrict := ""
+	if !hasCapSysResource() {
+		// Without CAP_SYS_RESOURCE the kernel refuses the negative
+		// oom_score_adj containerd gives the pause container.
+		restrict = "  restrict_oom_score_adj = true\n"
+	}
+	return fmt.Sprintf(`version = 3
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.blockfile", "io.containerd.snapshotter.v1.erofs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+
+[grpc]
+  address = %q
+
+[ttrpc]
+  address = %q
+
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = %q
+
+[plugins."io.containerd.cri.v1.runtime"]
+  enable_selinux = false
+%s  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+        BinaryName = %q
+        SystemdCgroup = %v
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = [%q]
+    conf_dir = %q
+
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+`, a.paths.containerdRoot(), a.paths.containerdState(), a.paths.containerdSocket(), a.paths.containerdSocket()+".ttrpc",
+		PauseImage, restrict, a.helper("runc"), a.cgroupDriver == "systemd", a.helper("cni"), a.paths.cniConfDir())
+}
+
+// hasCapSysResource reports whether this process may lower oom_score_adj.
+func hasCapSysResource() bool {
+	var hdr = unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[0].Effective&(1<<unix.CAP_SYS_RESOURCE) != 0
+}
+
+// startContainerd runs containerd as a child process (the same binary,
+// `cloudless containerd`), so that a kubelet restart does not take the
+// runtime with it and containerd's signal handling stays its own. It
+// returns when the socket answers.
+func (a *Agent) startContainerd(ctx context.Context) (*exec.Cmd, error) {
+	cfgPath := filepath.Join(a.paths.root, "containerd.toml")
+	if err := writeFile(cfgPath, []byte(a.containerdConfig()), 0o600); err != nil {
+		return nil, err
+	}
+	for _, d := range []string{a.paths.containerdRoot(), a.paths.containerdState(), a.paths.cniConfDir(), filepath.Join(a.paths.root, "logs")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	logf, err := os.OpenFile(filepath.Join(a.paths.root, "logs", "containerd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self, "containerd", "--config", cfgPath)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// The shim is this binary under the name containerd-shim-runc-v2, in
+	// shimDir; containerd looks it up in PATH, and so does the shim for
+	// runc when it cleans up.
+	cmd.Env = append(os.Environ(), "PATH="+a.paths.shimDir()+":"+a.cfg.HelpersDir+":"+os.Getenv("PATH"))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start containerd: %w", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait(); logf.Close() }()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		c, err := containerd.New(a.paths.containerdSocket(), containerd.WithTimeout(2*time.Second))
+		if err == nil {
+			ok, serr := c.IsServing(ctx)
+			c.Close()
+			if serr == nil && ok {
+				go func() {
+					<-ctx.Done()
+					cmd.Process.Signal(syscall.SIGTERM)
+				}()
+				return cmd, nil
+			}
+		}
+		select {
+		case err := <-done:
+			return nil, fmt.Errorf("containerd exited (%v); see %s", err, filepath.Join(a.paths.root, "logs", "containerd.log"))
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			return nil, errors.New("containerd did not answer within a minute; see " + filepath.Join(a.paths.root, "logs", "containerd.log"))
+		}
+	}
+}
+
+// linkShim makes the shim name point at this binary.
+func (a *Agent) linkShim() error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(a.paths.shimDir(), 0o755); err != nil {
+		return err
+	}
+	link := filepath.Join(a.paths.shimDir(), ShimName)
+	if cur, err := os.Readlink(link); err == nil && cur == self {
+		return nil
+	}
+	os.Remove(link)
+	return os.Symlink(self, link)
+}
+
+// ShimName is the name containerd runs the runc shim by; main dispatches
+// on it.
+const ShimName = "containerd-shim-runc-v2"
