@@ -4,8 +4,9 @@ BIN := bin/cloudless
 
 .PHONY: build test bench clean
 
+# cloudless and the helpers its node agent runs (runc, pause, CNI plugins).
 build:
-	$(GO) build -o $(BIN) ./cmd/cloudless
+	GO=$(GO) build/build.sh bin
 
 # The README's test command.
 test:

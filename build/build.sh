@@ -8,7 +8,10 @@ cd "$(dirname "$0")/.."
 out=$(realpath -m "${1:-bin}")
 mkdir -p "$out/cni"
 GO=${GO:-go}
-$GO build -o "$out/cloudless" ./cmd/cloudless
+# Upstream components report the Kubernetes version they are built from.
+k8s=$($GO list -m -f '{{.Version}}' k8s.io/kubernetes); minor=${k8s#v1.}; minor=${minor%%.*}
+v=k8s.io/component-base/version
+$GO build -ldflags "-X $v.gitVersion=$k8s -X $v.gitMajor=1 -X $v.gitMinor=$minor -X $v.gitTreeState=clean" -o "$out/cloudless" ./cmd/cloudless
 CGO_ENABLED=0 $GO build -ldflags "-s -w" -o "$out/pause" ./cmd/pause
 cd build/helpers
 runc_version=$($GO list -m -f '{{.Version}}' github.com/opencontainers/runc)

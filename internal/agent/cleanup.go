@@ -18,17 +18,14 @@ import (
 const BridgeName = "cl0"
 
 // Shims returns the PIDs of the container shims serving the containerd
-// whose state is under runDir (found by the -address they were given).
+// whose state is under runDir, found by the -address they were given (a
+// shim runs under this binary's own name once it has started).
 func Shims(runDir string) []int {
 	var out []int
-	sock := []byte(filepath.Join(runDir, "containerd") + "/")
+	want := []byte("\x00-address\x00" + filepath.Join(runDir, "containerd", "containerd.sock") + "\x00")
 	for _, pid := range pids() {
 		cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err != nil {
-			continue
-		}
-		args := bytes.Split(cmd, []byte{0})
-		if len(args) > 0 && filepath.Base(string(args[0])) == ShimName && bytes.Contains(cmd, sock) {
+		if err == nil && bytes.Contains(cmd, want) {
 			out = append(out, pid)
 		}
 	}

@@ -1,0 +1,169 @@
+package integration
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/cloudless-dev/cloudless/internal/agent"
+	"github.com/cloudless-dev/cloudless/internal/controlplane"
+)
+
+const appImage = "registry.cloudless.local/app:1"
+
+// appArchive builds testdata/app statically and packs it into an image
+// archive, as an operator would bring an image into an air-gapped rack.
+func appArchive(t *testing.T) []byte {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "app")
+	build := exec.Command("go", "build", "-o", bin, "./testdata/app")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build app: %v\n%s", err, out)
+	}
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	archive, err := agent.BinaryImageArchive(appImage, "app", data, "65534:65534")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return archive
+}
+
+// TestAgent runs a server with its node agent (containerd, runc, kubelet)
+// and a Deployment of a locally built image on it: the pod runs, logs and
+// exec work, and deleting the pod stops its container. reset then removes
+// every container, mount and the bridge.
+func TestAgent(t *testing.T) {
+	dir, err := os.MkdirTemp("", "cl-agent-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "data")
+	p := (*proc)(nil)
+	t.Cleanup(func() {
+		if p != nil {
+			p.kill()
+		}
+		// Whatever happened, leave no containers, mounts or bridge behind.
+		if plan, err := controlplane.PlanReset(data); err == nil {
+			if err := controlplane.Reset(plan); err != nil {
+				t.Errorf("reset: %v", err)
+			}
+		}
+		os.RemoveAll(dir)
+	})
+	images := agent.ImagesDir(data)
+	if err := os.MkdirAll(images, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(images, "app.tar"), appArchive(t), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	p, cs, _ := startServerArgs(t, data, port, "--node-name", "node-a")
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+
+	poll(t, ctx, "node node-a Ready, labelled control-plane", func() (bool, error) {
+		n, err := cs.CoreV1().Nodes().Get(ctx, "node-a", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		if _, ok := n.Labels[controlplane.ControlPlaneLabel]; !ok {
+			return false, nil
+		}
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+
+	labels := map[string]string{"app": "app"}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: "default"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](1),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "app", Image: appImage, ImagePullPolicy: corev1.PullNever,
+					SecurityContext: &corev1.SecurityContext{
+						RunAsNonRoot: ptr.To(true), AllowPrivilegeEscalation: ptr.To(false),
+						Capabilities:   &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+					},
+				}}},
+			},
+		},
+	}
+	if _, err := cs.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var pod corev1.Pod
+	poll(t, ctx, "the app pod Running", func() (bool, error) {
+		pods, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=app"})
+		if err != nil || len(pods.Items) != 1 {
+			return false, err
+		}
+		pod = pods.Items[0]
+		return pod.Status.Phase == corev1.PodRunning, nil
+	})
+	if pod.Spec.NodeName != "node-a" || pod.Status.PodIP == "" {
+		t.Errorf("pod on %q with IP %q", pod.Spec.NodeName, pod.Status.PodIP)
+	}
+
+	kubectl := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(cloudlessBin, append([]string{"kubectl"}, args...)...)
+		cmd.Env = append(os.Environ(), "KUBECONFIG="+controlplane.AdminKubeconfig(data))
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	var logs string
+	poll(t, ctx, "the pod's log", func() (bool, error) {
+		b, err := cs.CoreV1().Pods("default").GetLogs(pod.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
+		logs = string(b)
+		return strings.Contains(logs, "hello from cloudless"), err
+	})
+	if out := kubectl("logs", pod.Name); !strings.Contains(out, "hello from cloudless") {
+		t.Errorf("kubectl logs: %q", out)
+	}
+	if out := kubectl("exec", pod.Name, "--", "/app", "echo", "exec", "works"); strings.TrimSpace(out) != "exec works" {
+		t.Errorf("kubectl exec: %q", out)
+	}
+
+	// Deleting the pod (and its Deployment, so it is not replaced) stops
+	// its containers: the shims serving it exit.
+	runDir := agent.RunDirFor(data)
+	if n := len(agent.Shims(runDir)); n == 0 {
+		t.Fatal("no container shim found while the pod runs")
+	}
+	if err := cs.AppsV1().Deployments("default").Delete(ctx, "app", metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationForeground)}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, ctx, "the pod gone and no container shim left", func() (bool, error) {
+		pods, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=app"})
+		if err != nil {
+			return false, err
+		}
+		return len(pods.Items) == 0 && len(agent.Shims(runDir)) == 0, nil
+	})
+}
