@@ -7,8 +7,8 @@ package agent
 import (
 	"context"
 	"os"
-	"slices"
 	"path/filepath"
+	"slices"
 
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/manager"
 	"github.com/containerd/containerd/v2/cmd/containerd/command"
