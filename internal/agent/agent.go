@@ -39,7 +39,10 @@ type Config struct {
 	NodeName string
 	NodeIP   string
 	// Kubeconfig authenticates the kubelet (as system:node:<NodeName>).
-	Kubeconfig string
+	// With BootstrapKubeconfig (a bootstrap token), the kubelet writes it
+	// itself once its certificate request is approved.
+	Kubeconfig          string
+	BootstrapKubeconfig string
 	// CAFile is the cluster CA; ServingCert/KeyFile the kubelet's serving
 	// certificate, signed by it.
 	CAFile, ServingCertFile, ServingKeyFile string
@@ -173,18 +176,19 @@ func (a *Agent) Run(ctx context.Context) error {
 // setupPodNetwork waits until the controller-manager gives the node a pod
 // CIDR and writes the CNI config for it.
 func (a *Agent) setupPodNetwork(ctx context.Context, errc chan error) error {
-	rc, err := clientcmd.BuildConfigFromFlags("", a.cfg.Kubeconfig)
-	if err != nil {
-		return err
-	}
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return err
-	}
+	var cs kubernetes.Interface
 	for {
-		node, err := cs.CoreV1().Nodes().Get(ctx, a.cfg.NodeName, metav1.GetOptions{})
-		if err == nil && node.Spec.PodCIDR != "" {
-			return a.writeCNIConfig(node)
+		if cs == nil {
+			// A joining kubelet writes its kubeconfig once bootstrapped.
+			if rc, err := clientcmd.BuildConfigFromFlags("", a.cfg.Kubeconfig); err == nil {
+				cs, _ = kubernetes.NewForConfig(rc)
+			}
+		}
+		if cs != nil {
+			node, err := cs.CoreV1().Nodes().Get(ctx, a.cfg.NodeName, metav1.GetOptions{})
+			if err == nil && node.Spec.PodCIDR != "" {
+				return a.writeCNIConfig(node)
+			}
 		}
 		select {
 		case err := <-errc:

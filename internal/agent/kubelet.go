@@ -37,9 +37,7 @@ authentication:
     clientCAFile: %s
 authorization:
   mode: Webhook
-tlsCertFile: %s
-tlsPrivateKeyFile: %s
-tlsMinVersion: VersionTLS12
+%stlsMinVersion: VersionTLS12
 clusterDNS: [%s]
 clusterDomain: %s
 resolvConf: %s
@@ -63,8 +61,18 @@ evictionHard:
 serializeImagePulls: false
 staticPodPath: ""
 podLogsDir: %s
-`, a.cfg.NodeIP, a.cfg.CAFile, a.cfg.ServingCertFile, a.cfg.ServingKeyFile, a.cfg.ClusterDNS, a.cfg.ClusterDomain,
+`, a.cfg.NodeIP, a.cfg.CAFile, a.certConfig(), a.cfg.ClusterDNS, a.cfg.ClusterDomain,
 		a.paths.resolvConf(), a.paths.containerdSocket(), a.cgroupDriver, mi(reserved), mi(reserved), mi(evict), a.paths.podLogs())
+}
+
+// certConfig: the server's own node gets its certificates from the
+// server; a joined node bootstraps with a token, asks for a serving
+// certificate (approved for known nodes only) and renews both itself.
+func (a *Agent) certConfig() string {
+	if a.cfg.BootstrapKubeconfig != "" {
+		return "rotateCertificates: true\nserverTLSBootstrap: true\n"
+	}
+	return fmt.Sprintf("tlsCertFile: %s\ntlsPrivateKeyFile: %s\n", a.cfg.ServingCertFile, a.cfg.ServingKeyFile)
 }
 
 func (a *Agent) kubeletArgs() []string {
@@ -75,6 +83,9 @@ func (a *Agent) kubeletArgs() []string {
 		"--cert-dir=" + filepath.Join(a.paths.kubeletRoot(), "pki"),
 		"--hostname-override=" + a.cfg.NodeName,
 		"--node-ip=" + a.cfg.NodeIP,
+	}
+	if a.cfg.BootstrapKubeconfig != "" {
+		args = append(args, "--bootstrap-kubeconfig="+a.cfg.BootstrapKubeconfig)
 	}
 	if len(a.cfg.NodeLabels) > 0 {
 		args = append(args, "--node-labels="+strings.Join(a.cfg.NodeLabels, ","))

@@ -8,9 +8,9 @@ import (
 	"strings"
 )
 
-// defaultAddress returns the first IPv4 address of the interface that
+// DefaultAddress returns the first IPv4 address of the interface that
 // holds the default route, or else the first global unicast IPv4 address.
-func defaultAddress() (net.IP, error) {
+func DefaultAddress() (net.IP, error) {
 	if f, err := os.Open("/proc/net/route"); err == nil {
 		defer f.Close()
 		sc := bufio.NewScanner(f)

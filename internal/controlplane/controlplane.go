@@ -47,7 +47,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	if cfg.AdvertiseAddress == "" {
-		ip, err := defaultAddress()
+		ip, err := DefaultAddress()
 		if err != nil {
 			return nil, err
 		}
@@ -156,6 +156,11 @@ func (s *Server) Run(ctx context.Context) error {
 	s.phase(5, "ready", "kubeconfig", kc)
 	fmt.Fprintf(os.Stderr, "\nCloudless control plane is ready.\n  export KUBECONFIG=%s\n  cloudless kubectl get nodes   (or any kubectl)\n\n", kc)
 	close(s.ready)
+	go func() {
+		if err := s.runJoinSupport(ctx); err != nil && ctx.Err() == nil {
+			errc <- fmt.Errorf("node join support: %w", err)
+		}
+	}()
 	if !s.cfg.DisableAgent {
 		if err := s.startAgent(ctx, errc); err != nil {
 			return err
@@ -390,6 +395,7 @@ anonymous:
   - path: /livez
   - path: /readyz
   - path: /healthz
+  - path: /api/v1/namespaces/kube-public/configmaps/cluster-info
 `,
 		"admission.yaml": fmt.Sprintf(`apiVersion: apiserver.config.k8s.io/v1
 kind: AdmissionConfiguration

@@ -59,11 +59,21 @@ type proc struct {
 
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(cloudlessBin, args...), stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	cmd := exec.Command(cloudlessBin, args...)
+	cmd.Env = append(os.Environ(), "CLOUDLESS_CONFIG=") // never the host's /etc/cloudless
+	return startCmd(t, cmd)
+}
+
+// startCmd starts cmd, capturing its stderr, and kills it when the test ends.
+func startCmd(t *testing.T, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan struct{})}
 	p.cmd.Stderr = p.stderr
-	p.cmd.Env = append(os.Environ(), "CLOUDLESS_CONFIG=") // never the host's /etc/cloudless
+	if p.cmd.Env == nil {
+		p.cmd.Env = append(os.Environ(), "CLOUDLESS_CONFIG=")
+	}
 	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %v: %v", args, err)
+		t.Fatalf("start %v: %v", cmd.Args, err)
 	}
 	go func() { p.cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() { p.kill() })

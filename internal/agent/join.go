@@ -1,0 +1,115 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/cloudless-dev/cloudless/internal/token"
+)
+
+// ClusterInfo is what a joining machine learns from a server.
+type ClusterInfo struct {
+	CAPEM         []byte
+	ClusterDNS    string
+	ClusterDomain string
+}
+
+// Discover fetches kube-public/cluster-info from server without trusting
+// it, checks its CA against the hash in the join token, then fetches it
+// again over TLS verified with that CA. Nothing secret is sent before the
+// server is known to hold the pinned CA.
+func Discover(ctx context.Context, server string, j token.Join) (ClusterInfo, error) {
+	u, err := url.Parse(server)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return ClusterInfo{}, fmt.Errorf("--server %q: want https://HOST:6443", server)
+	}
+	path := server + "/api/v1/namespaces/kube-public/configmaps/cluster-info"
+	insecure := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	info, err := fetchClusterInfo(ctx, insecure, path)
+	if err != nil {
+		return ClusterInfo{}, err
+	}
+	hash, err := token.CAHash(info.CAPEM)
+	if err != nil {
+		return ClusterInfo{}, err
+	}
+	if hash != j.CAHash {
+		return ClusterInfo{}, fmt.Errorf("the server at %s has CA %s, but the token pins %s: wrong server, or someone in between; get a token from this cluster's server (`cloudless token create`)", server, hash, j.CAHash)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(info.CAPEM)
+	verified := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	again, err := fetchClusterInfo(ctx, verified, path)
+	if err != nil {
+		return ClusterInfo{}, fmt.Errorf("verify the server's certificate with the pinned CA: %w (is %s among the server's --tls-san?)", err, u.Hostname())
+	}
+	return again, nil
+}
+
+func fetchClusterInfo(ctx context.Context, c *http.Client, url string) (ClusterInfo, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		return ClusterInfo{}, fmt.Errorf("reach the server: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK {
+		return ClusterInfo{}, fmt.Errorf("read cluster-info from the server: %s: %s", resp.Status, body)
+	}
+	var cm struct {
+		Data map[string]string `json:"data"`
+	}
+	if err := json.Unmarshal(body, &cm); err != nil {
+		return ClusterInfo{}, fmt.Errorf("cluster-info: %w", err)
+	}
+	kc, err := clientcmd.Load([]byte(cm.Data["kubeconfig"]))
+	if err != nil {
+		return ClusterInfo{}, fmt.Errorf("cluster-info kubeconfig: %w", err)
+	}
+	for _, c := range kc.Clusters {
+		return ClusterInfo{CAPEM: c.CertificateAuthorityData, ClusterDNS: cm.Data["clusterDNS"], ClusterDomain: cm.Data["clusterDomain"]}, nil
+	}
+	return ClusterInfo{}, fmt.Errorf("cluster-info has no cluster")
+}
+
+// WriteJoinFiles writes the CA and the kubelet's bootstrap kubeconfig under
+// the agent's dir and returns their paths.
+func WriteJoinFiles(dataDir, server string, info ClusterInfo, j token.Join) (caFile, bootstrap string, err error) {
+	dir := filepath.Join(dataDir, "agent", "pki")
+	caFile, bootstrap = filepath.Join(dir, "ca.crt"), filepath.Join(dir, "bootstrap.kubeconfig")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", "", err
+	}
+	if err := writeFile(caFile, info.CAPEM, 0o644); err != nil {
+		return "", "", err
+	}
+	kc := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: cloudless
+  cluster:
+    server: %s
+    certificate-authority: %s
+users:
+- name: bootstrap
+  user:
+    token: %s
+contexts:
+- name: cloudless
+  context: {cluster: cloudless, user: bootstrap}
+current-context: cloudless
+`, server, caFile, j.Bootstrap())
+	return caFile, bootstrap, writeFile(bootstrap, []byte(kc), 0o600)
+}

@@ -1,0 +1,142 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	certsv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/cloudless-dev/cloudless/internal/agent"
+	"github.com/cloudless-dev/cloudless/internal/controlplane"
+	"github.com/cloudless-dev/cloudless/internal/testutil/nodens"
+	"github.com/cloudless-dev/cloudless/internal/token"
+)
+
+// TestAgentJoin joins a second machine (a network and mount namespace)
+// with `cloudless agent --server --token`: the token's CA pin is checked,
+// the kubelet bootstraps its client certificate, its serving certificate
+// is approved for its own names only, and a pod runs there with logs and
+// exec through the apiserver.
+func TestAgentJoin(t *testing.T) {
+	dir, err := os.MkdirTemp("", "cl-join-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeData := filepath.Join(dir, "node-b")
+	var agentProc *proc
+	t.Cleanup(func() {
+		if agentProc != nil {
+			agentProc.kill()
+		}
+		agent.KillShims(agent.RunDirFor(nodeData))
+		os.RemoveAll(agent.RunDirFor(nodeData))
+		os.RemoveAll(dir)
+	})
+	node := nodens.New(t, "b", 1)
+	port := freePort(t)
+	serverData := filepath.Join(dir, "server")
+	_, cs, _ := startServerArgs(t, serverData, port, "--disable-agent", "--bind-address", "0.0.0.0", "--advertise-address", node.HostIP)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+
+	tok := strings.TrimSpace(mustCLI(t, "token", "create", "--data-dir", serverData))
+	server := fmt.Sprintf("https://%s:%d", node.HostIP, port)
+	agentArgs := func(token string) []string {
+		return []string{"agent", "--server", server, "--token", token, "--data-dir", nodeData, "--node-name", "node-b", "--node-ip", node.IP}
+	}
+
+	// A token that pins another CA is refused before anything is sent.
+	j, err := token.Parse(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong := token.Join{CAHash: strings.Repeat("0", 64), ID: j.ID, Secret: j.Secret}.String()
+	out, err := node.Command(cloudlessBin, agentArgs(wrong)...).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "but the token pins") {
+		t.Fatalf("agent with a token for another CA: %v\n%s", err, tail(out, 10))
+	}
+
+	images := agent.ImagesDir(nodeData)
+	if err := os.MkdirAll(images, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(images, "app.tar"), appArchive(t), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	agentProc = startCmd(t, node.Command(cloudlessBin, agentArgs(tok)...))
+
+	poll(t, ctx, "node-b Ready", func() (bool, error) {
+		if agentProc.exited() {
+			t.Fatalf("agent exited:\n%s", tail(agentProc.stderr.Bytes(), 40))
+		}
+		n, err := cs.CoreV1().Nodes().Get(ctx, "node-b", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if n, _ := cs.CoreV1().Nodes().Get(ctx, "node-b", metav1.GetOptions{}); n != nil {
+		if _, ok := n.Labels[controlplane.ControlPlaneLabel]; ok {
+			t.Error("a joined agent carries the control-plane label")
+		}
+	}
+	// Its serving certificate was requested by the node and approved.
+	poll(t, ctx, "node-b's serving certificate approved", func() (bool, error) {
+		csrs, err := cs.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		for _, c := range csrs.Items {
+			if c.Spec.SignerName == certsv1.KubeletServingSignerName && c.Spec.Username == "system:node:node-b" {
+				for _, cond := range c.Status.Conditions {
+					if cond.Type == certsv1.CertificateApproved && len(c.Status.Certificate) > 0 {
+						return true, nil
+					}
+				}
+			}
+		}
+		return false, nil
+	})
+
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "on-b", Namespace: "default"},
+		Spec: corev1.PodSpec{NodeName: "node-b", Containers: []corev1.Container{{
+			Name: "app", Image: appImage, ImagePullPolicy: corev1.PullNever,
+			SecurityContext: &corev1.SecurityContext{
+				RunAsNonRoot: ptr.To(true), AllowPrivilegeEscalation: ptr.To(false),
+				Capabilities:   &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+			},
+		}}},
+	}
+	if _, err := cs.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, ctx, "the pod on node-b Running", func() (bool, error) {
+		p, err := cs.CoreV1().Pods("default").Get(ctx, "on-b", metav1.GetOptions{})
+		return err == nil && p.Status.Phase == corev1.PodRunning, err
+	})
+	poll(t, ctx, "the pod's log through the apiserver", func() (bool, error) {
+		b, err := cs.CoreV1().Pods("default").GetLogs("on-b", &corev1.PodLogOptions{}).DoRaw(ctx)
+		return strings.Contains(string(b), "hello from cloudless"), err
+	})
+	cmd := exec.Command(cloudlessBin, "kubectl", "exec", "on-b", "--", "/app", "echo", "joined")
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+controlplane.AdminKubeconfig(serverData))
+	if out, err := cmd.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "joined" {
+		t.Errorf("kubectl exec on node-b: %v %q", err, out)
+	}
+}
