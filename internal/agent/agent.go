@@ -54,6 +54,9 @@ type Config struct {
 	RunDir      string
 	NodeLabels  []string
 	KubeletArgs []string
+	// RegistriesFile configures mirrors (default DefaultRegistriesFile;
+	// absent is fine).
+	RegistriesFile string
 }
 
 type paths struct{ root, run string }
@@ -63,11 +66,12 @@ func (p paths) containerdState() string { return filepath.Join(p.run, "container
 func (p paths) containerdSocket() string {
 	return filepath.Join(p.run, "containerd", "containerd.sock")
 }
-func (p paths) cniConfDir() string  { return filepath.Join(p.root, "cni", "net.d") }
-func (p paths) shimDir() string     { return filepath.Join(p.root, "bin") }
-func (p paths) kubeletRoot() string { return filepath.Join(p.root, "kubelet") }
-func (p paths) resolvConf() string  { return filepath.Join(p.root, "resolv.conf") }
-func (p paths) podLogs() string     { return filepath.Join(p.root, "pod-logs") }
+func (p paths) cniConfDir() string    { return filepath.Join(p.root, "cni", "net.d") }
+func (p paths) shimDir() string       { return filepath.Join(p.root, "bin") }
+func (p paths) kubeletRoot() string   { return filepath.Join(p.root, "kubelet") }
+func (p paths) resolvConf() string    { return filepath.Join(p.root, "resolv.conf") }
+func (p paths) podLogs() string       { return filepath.Join(p.root, "pod-logs") }
+func (p paths) registryHosts() string { return filepath.Join(p.root, "registries.d") }
 
 // RunDirFor is /run/cloudless for the default data dir, and a directory
 // of its own for any other, so that several agents (tests) can share a
@@ -104,6 +108,9 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		}
 		cfg.HelpersDir = filepath.Dir(self)
 	}
+	if cfg.RegistriesFile == "" {
+		cfg.RegistriesFile = DefaultRegistriesFile
+	}
 	if cfg.RunDir == "" {
 		cfg.RunDir = RunDirFor(cfg.DataDir)
 	}
@@ -133,6 +140,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	mem, err := memTotal()
 	if err != nil {
 		return err
+	}
+	id, err := a.nodeID()
+	if err != nil {
+		return fmt.Errorf("agent: node id: %w", err)
+	}
+	a.cfg.NodeLabels = append(a.cfg.NodeLabels, NodeIDLabel+"="+id)
+	if a.cfg.BootstrapKubeconfig != "" {
+		if err := a.claimName(ctx, id); err != nil {
+			return err
+		}
 	}
 	a.phase(1, "starting containerd", "cgroup-driver", a.cgroupDriver)
 	if err := a.linkShim(); err != nil {

@@ -38,6 +38,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   snapshotter = "overlayfs"
   [plugins."io.containerd.cri.v1.images".pinned_images]
     sandbox = %q
+  [plugins."io.containerd.cri.v1.images".registry]
+    config_path = %q
 
 [plugins."io.containerd.cri.v1.runtime"]
   enable_selinux = false
@@ -57,7 +59,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
 `, a.paths.containerdRoot(), a.paths.containerdState(), a.paths.containerdSocket(), a.paths.containerdSocket()+".ttrpc",
-		PauseImage, restrict, a.helper("runc"), a.cgroupDriver == "systemd", a.helper("cni"), a.paths.cniConfDir())
+		PauseImage, a.paths.registryHosts(), restrict, a.helper("runc"), a.cgroupDriver == "systemd", a.helper("cni"), a.paths.cniConfDir())
 }
 
 // hasCapSysResource reports whether this process may lower oom_score_adj.
@@ -75,6 +77,13 @@ func hasCapSysResource() bool {
 // runtime with it and containerd's signal handling stays its own. It
 // returns when the socket answers.
 func (a *Agent) startContainerd(ctx context.Context) (*exec.Cmd, error) {
+	regs, err := loadRegistries(a.cfg.RegistriesFile)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeRegistryHosts(a.paths.registryHosts(), regs); err != nil {
+		return nil, err
+	}
 	cfgPath := filepath.Join(a.paths.root, "containerd.toml")
 	if err := writeFile(cfgPath, []byte(a.containerdConfig()), 0o600); err != nil {
 		return nil, err

@@ -170,3 +170,31 @@ func BinaryImageArchive(ref, name string, data []byte, user string) ([]byte, err
 	}
 	return out.Bytes(), nil
 }
+
+// ImportFiles imports image archives into the running agent's containerd
+// for dataDir, returning the image names.
+func ImportFiles(ctx context.Context, dataDir string, files []string) ([]string, error) {
+	sock := filepath.Join(RunDirFor(dataDir), "containerd", "containerd.sock")
+	if _, err := os.Stat(sock); err != nil {
+		return nil, fmt.Errorf("no agent runs with --data-dir %s (no %s): start it, or copy the archives into %s to import them at its next start", dataDir, sock, ImagesDir(dataDir))
+	}
+	c, err := client.New(sock, client.WithDefaultNamespace(criNamespace), client.WithTimeout(10*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("connect to containerd: %w", err)
+	}
+	defer c.Close()
+	var names []string
+	for _, f := range files {
+		r, err := os.Open(f)
+		if err != nil {
+			return names, err
+		}
+		n, err := importArchive(ctx, c, r)
+		r.Close()
+		if err != nil {
+			return names, fmt.Errorf("import %s (want an OCI or docker-archive tarball): %w", f, err)
+		}
+		names = append(names, n...)
+	}
+	return names, nil
+}

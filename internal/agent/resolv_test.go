@@ -30,7 +30,7 @@ func TestUpstreamNameservers(t *testing.T) {
 func TestKubeletConfigSizing(t *testing.T) {
 	a := &Agent{cfg: Config{NodeIP: "192.0.2.10", ClusterDNS: "10.43.0.10", ClusterDomain: "cluster.local"}, paths: paths{"/d/agent", "/run/x"}, cgroupDriver: "cgroupfs"}
 	tests := []struct {
-		mem                      uint64
+		mem                     uint64
 		wantReserved, wantEvict string
 	}{
 		{2 << 30, "memory: 256Mi", "memory.available: 100Mi"},     // floors

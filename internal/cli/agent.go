@@ -20,6 +20,7 @@ import (
 func newAgentCmd(logger func() (*slog.Logger, error)) *cobra.Command {
 	var server, tok, dataDir, nodeName, nodeIP string
 	var kubeletArgs, labels []string
+	registries := agent.DefaultRegistriesFile
 	dataDir = controlplane.DefaultConfig().DataDir
 	cmd := &cobra.Command{
 		Use:   "agent --server https://HOST:6443 --token TOKEN",
@@ -83,7 +84,7 @@ Flags may also come from CLOUDLESS_<FLAG> or the --config file. Must run as root
 			a, err := agent.New(agent.Config{
 				DataDir: dataDir, NodeName: nodeName, NodeIP: nodeIP, CAFile: caFile,
 				Kubeconfig: filepath.Join(dataDir, "agent", "pki", "kubelet.kubeconfig"), BootstrapKubeconfig: bootstrap,
-				ClusterDNS: info.ClusterDNS, ClusterDomain: info.ClusterDomain, NodeLabels: labels, KubeletArgs: kubeletArgs,
+				ClusterDNS: info.ClusterDNS, ClusterDomain: info.ClusterDomain, NodeLabels: labels, KubeletArgs: kubeletArgs, RegistriesFile: registries,
 			}, log.With("subsystem", "agent"))
 			if err != nil {
 				return err
@@ -99,6 +100,7 @@ Flags may also come from CLOUDLESS_<FLAG> or the --config file. Must run as root
 	f.StringVar(&nodeName, "node-name", "", "this node's name (default: the hostname, lowercased)")
 	f.StringVar(&nodeIP, "node-ip", "", "address the cluster reaches this node on (default: the default route's interface)")
 	f.StringSliceVar(&labels, "node-label", nil, "label to register the node with, key=value (repeatable; not kubernetes.io/ labels)")
+	f.StringVar(&registries, "registries", registries, "registry mirrors file (mirrors.<registry>.endpoint, configs.<host>.tls); may be absent")
 	f.StringArrayVar(&kubeletArgs, "kubelet-arg", nil, "extra kubelet flag (repeatable, applied last)")
 	return cmd
 }

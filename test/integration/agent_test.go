@@ -1,7 +1,10 @@
 package integration
 
 import (
+	"bufio"
 	"context"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,8 +45,9 @@ func appArchive(t *testing.T) []byte {
 }
 
 // TestAgent runs a server with its node agent (containerd, runc, kubelet)
-// and a Deployment of a locally built image on it: the pod runs, logs and
-// exec work, and deleting the pod stops its container. reset then removes
+// and a Deployment of a locally built image on it (brought in with
+// `cloudless images import`): the pod runs, logs, exec and port-forward
+// work, and deleting the pod stops its container. reset then removes
 // every container, mount and the bridge.
 func TestAgent(t *testing.T) {
 	dir, err := os.MkdirTemp("", "cl-agent-")
@@ -64,11 +68,8 @@ func TestAgent(t *testing.T) {
 		}
 		os.RemoveAll(dir)
 	})
-	images := agent.ImagesDir(data)
-	if err := os.MkdirAll(images, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(images, "app.tar"), appArchive(t), 0o600); err != nil {
+	archive := filepath.Join(dir, "app.tar")
+	if err := os.WriteFile(archive, appArchive(t), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	port := freePort(t)
@@ -91,6 +92,11 @@ func TestAgent(t *testing.T) {
 		}
 		return false, nil
 	})
+
+	// The image comes in by hand, as into an air-gapped rack.
+	if out := mustCLI(t, "images", "import", "--data-dir", data, archive); strings.TrimSpace(out) != appImage {
+		t.Fatalf("images import printed %q, want %s", out, appImage)
+	}
 
 	labels := map[string]string{"app": "app"}
 	dep := &appsv1.Deployment{
@@ -149,6 +155,30 @@ func TestAgent(t *testing.T) {
 	if out := kubectl("exec", pod.Name, "--", "/app", "echo", "exec", "works"); strings.TrimSpace(out) != "exec works" {
 		t.Errorf("kubectl exec: %q", out)
 	}
+
+	// port-forward reaches the pod's port through the apiserver and kubelet.
+	pf := exec.Command(cloudlessBin, "kubectl", "port-forward", "pod/"+pod.Name, "0:8080")
+	pf.Env = append(os.Environ(), "KUBECONFIG="+controlplane.AdminKubeconfig(data))
+	stdout, err := pf.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pfProc := startCmd(t, pf)
+	line, err := bufio.NewReader(stdout).ReadString('\n') // "Forwarding from 127.0.0.1:PORT -> 8080"
+	if err != nil {
+		t.Fatalf("port-forward: %v\n%s", err, pfProc.stderr.String())
+	}
+	local, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimSpace(line), "Forwarding from "), " ")
+	resp, err := http.Get("http://" + local + "/")
+	if err != nil {
+		t.Fatalf("through port-forward (%q): %v", line, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "pong" {
+		t.Errorf("through port-forward: %q, want pong", body)
+	}
+	pfProc.kill()
 
 	// Deleting the pod (and its Deployment, so it is not replaced) stops
 	// its containers: the shims serving it exit.

@@ -24,8 +24,8 @@ import (
 // TestAgentJoin joins a second machine (a network and mount namespace)
 // with `cloudless agent --server --token`: the token's CA pin is checked,
 // the kubelet bootstraps its client certificate, its serving certificate
-// is approved for its own names only, and a pod runs there with logs and
-// exec through the apiserver.
+// is approved for its own names only, another machine cannot take its
+// name, and a pod runs there with logs and exec through the apiserver.
 func TestAgentJoin(t *testing.T) {
 	dir, err := os.MkdirTemp("", "cl-join-")
 	if err != nil {
@@ -41,10 +41,10 @@ func TestAgentJoin(t *testing.T) {
 		os.RemoveAll(agent.RunDirFor(nodeData))
 		os.RemoveAll(dir)
 	})
-	node := nodens.New(t, "b", 1)
+	node, other := nodens.New(t, "b", 1), nodens.New(t, "c", 2)
 	port := freePort(t)
 	serverData := filepath.Join(dir, "server")
-	_, cs, _ := startServerArgs(t, serverData, port, "--disable-agent", "--bind-address", "0.0.0.0", "--advertise-address", node.HostIP)
+	_, cs, _ := startServerArgs(t, serverData, port, "--disable-agent", "--bind-address", "0.0.0.0", "--advertise-address", node.HostIP, "--tls-san", other.HostIP)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 
@@ -111,6 +111,15 @@ func TestAgentJoin(t *testing.T) {
 		}
 		return false, nil
 	})
+
+	// Another machine taking the live node's name is refused.
+	otherData := filepath.Join(dir, "node-c")
+	t.Cleanup(func() { agent.KillShims(agent.RunDirFor(otherData)); os.RemoveAll(agent.RunDirFor(otherData)) })
+	clash := other.Command(cloudlessBin, "agent", "--server", fmt.Sprintf("https://%s:%d", other.HostIP, port), "--token", tok,
+		"--data-dir", otherData, "--node-name", "node-b", "--node-ip", other.IP)
+	if out, err := clash.CombinedOutput(); err == nil || !strings.Contains(string(out), "registered by another machine") {
+		t.Errorf("a second machine joining as node-b: %v\n%s", err, tail(out, 10))
+	}
 
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "on-b", Namespace: "default"},

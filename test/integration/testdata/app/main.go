@@ -1,10 +1,12 @@
 // Command app is the workload of the agent tests, packed into an image by
-// the test: with no arguments it prints a greeting and waits for SIGTERM;
-// `app echo WORDS` prints WORDS (for kubectl exec).
+// the test: with no arguments it prints a greeting, answers "pong" on
+// :8080 (for port-forward) and waits for SIGTERM; `app echo WORDS` prints
+// WORDS (for kubectl exec).
 package main
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -17,6 +19,9 @@ func main() {
 		return
 	}
 	fmt.Println("hello from cloudless")
+	go http.ListenAndServe(":8080", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, "pong")
+	}))
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	<-sig
