@@ -155,9 +155,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.linkShim(); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	if _, err := a.startContainerd(ctx); err != nil {
+	containerdDone, err := a.startContainerd(ctx)
+	if err != nil {
 		return err
 	}
+	go a.superviseContainerd(ctx, containerdDone)
 	a.phase(2, "importing images")
 	if err := a.importImages(ctx); err != nil {
 		return err

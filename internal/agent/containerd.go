@@ -75,8 +75,9 @@ func hasCapSysResource() bool {
 // startContainerd runs containerd as a child process (the same binary,
 // `cloudless containerd`), so that a kubelet restart does not take the
 // runtime with it and containerd's signal handling stays its own. It
-// returns when the socket answers.
-func (a *Agent) startContainerd(ctx context.Context) (*exec.Cmd, error) {
+// returns when the socket answers, with a channel that gets containerd's
+// exit.
+func (a *Agent) startContainerd(ctx context.Context) (<-chan error, error) {
 	regs, err := loadRegistries(a.cfg.RegistriesFile)
 	if err != nil {
 		return nil, err
@@ -125,7 +126,7 @@ func (a *Agent) startContainerd(ctx context.Context) (*exec.Cmd, error) {
 					<-ctx.Done()
 					cmd.Process.Signal(syscall.SIGTERM)
 				}()
-				return cmd, nil
+				return done, nil
 			}
 		}
 		select {
@@ -138,6 +139,39 @@ func (a *Agent) startContainerd(ctx context.Context) (*exec.Cmd, error) {
 		if time.Now().After(deadline) {
 			cmd.Process.Kill()
 			return nil, errors.New("containerd did not answer within a minute; see " + filepath.Join(a.paths.root, "logs", "containerd.log"))
+		}
+	}
+}
+
+// superviseContainerd restarts containerd when it exits while the agent
+// runs, backing off up to 30 s between tries. Containers keep running
+// meanwhile: their shims are not containerd's children.
+func (a *Agent) superviseContainerd(ctx context.Context, done <-chan error) {
+	backoff := time.Second
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case err := <-done:
+			if ctx.Err() != nil {
+				return
+			}
+			a.log.Error("containerd exited; restarting it", "err", err, "log", filepath.Join(a.paths.root, "logs", "containerd.log"))
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(backoff):
+				}
+				d, err := a.startContainerd(ctx)
+				if err == nil {
+					done, backoff = d, time.Second
+					a.log.Info("containerd is back")
+					break
+				}
+				a.log.Error("restart containerd", "err", err)
+				backoff = min(2*backoff, 30*time.Second)
+			}
 		}
 	}
 }

@@ -2,13 +2,17 @@ package integration
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -156,6 +160,28 @@ func TestAgent(t *testing.T) {
 		t.Errorf("kubectl exec: %q", out)
 	}
 
+	// containerd is supervised: killed, it comes back, and the pod (whose
+	// shim is not containerd's child) keeps running and answers exec.
+	cfgPath := filepath.Join(data, "agent", "containerd.toml")
+	killed := 0
+	for _, pid := range procsWithArgs(t, "containerd", "--config", cfgPath) {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err == nil {
+			killed++
+		}
+	}
+	if killed != 1 {
+		t.Fatalf("killed %d containerd processes, want 1", killed)
+	}
+	poll(t, ctx, "containerd restarted and exec working again", func() (bool, error) {
+		cmd := exec.Command(cloudlessBin, "kubectl", "exec", pod.Name, "--", "/app", "echo", "again")
+		cmd.Env = append(os.Environ(), "KUBECONFIG="+controlplane.AdminKubeconfig(data))
+		out, err := cmd.CombinedOutput()
+		return err == nil && strings.TrimSpace(string(out)) == "again", err
+	})
+	if got, err := cs.CoreV1().Pods("default").Get(ctx, pod.Name, metav1.GetOptions{}); err != nil || got.Status.ContainerStatuses[0].RestartCount != 0 {
+		t.Errorf("after a containerd restart the container restarted: %v", err)
+	}
+
 	// port-forward reaches the pod's port through the apiserver and kubelet.
 	pf := exec.Command(cloudlessBin, "kubectl", "port-forward", "pod/"+pod.Name, "0:8080")
 	pf.Env = append(os.Environ(), "KUBECONFIG="+controlplane.AdminKubeconfig(data))
@@ -196,4 +222,47 @@ func TestAgent(t *testing.T) {
 		}
 		return len(pods.Items) == 0 && len(agent.Shims(runDir)) == 0, nil
 	})
+
+	// reset, with a pod running again, leaves no container, mount, bridge
+	// or directory behind.
+	if _, err := cs.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, ctx, "a container shim again", func() (bool, error) { return len(agent.Shims(runDir)) > 0, nil })
+	p.kill()
+	mustCLI(t, "reset", "--data-dir", data, "--yes")
+	if n := len(agent.Shims(runDir)); n != 0 {
+		t.Errorf("%d container shims left after reset", n)
+	}
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, d := range []string{data, runDir} {
+		if strings.Contains(string(mounts), d) {
+			t.Errorf("mounts under %s left after reset", d)
+		}
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Errorf("%s left after reset: %v", d, err)
+		}
+	}
+	if _, err := net.InterfaceByName(agent.BridgeName); err == nil {
+		t.Errorf("bridge %s left after reset", agent.BridgeName)
+	}
+}
+
+// procsWithArgs returns the PIDs whose command line holds args in a row.
+func procsWithArgs(t *testing.T, args ...string) []int {
+	t.Helper()
+	want := []byte("\x00" + strings.Join(args, "\x00") + "\x00")
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range entries {
+		var pid int
+		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil {
+			continue
+		}
+		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && bytes.Contains(cmd, want) {
+			out = append(out, pid)
+		}
+	}
+	return out
 }

@@ -44,7 +44,8 @@ func TestAgentJoin(t *testing.T) {
 	node, other := nodens.New(t, "b", 1), nodens.New(t, "c", 2)
 	port := freePort(t)
 	serverData := filepath.Join(dir, "server")
-	_, cs, _ := startServerArgs(t, serverData, port, "--disable-agent", "--bind-address", "0.0.0.0", "--advertise-address", node.HostIP, "--tls-san", other.HostIP)
+	_, cs, _ := startServerArgs(t, serverData, port, "--disable-agent", "--bind-address", "0.0.0.0", "--advertise-address", node.HostIP, "--tls-san", other.HostIP,
+		"--kube-controller-manager-arg=--node-monitor-grace-period=20s") // a dead node turns NotReady sooner
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 
@@ -79,19 +80,15 @@ func TestAgentJoin(t *testing.T) {
 			t.Fatalf("agent exited:\n%s", tail(agentProc.stderr.Bytes(), 40))
 		}
 		n, err := cs.CoreV1().Nodes().Get(ctx, "node-b", metav1.GetOptions{})
-		if err != nil {
-			return false, err
-		}
-		for _, c := range n.Status.Conditions {
-			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
-				return true, nil
-			}
-		}
-		return false, nil
+		return err == nil && nodeIsReady(n), err
 	})
+	var firstID string
 	if n, _ := cs.CoreV1().Nodes().Get(ctx, "node-b", metav1.GetOptions{}); n != nil {
 		if _, ok := n.Labels[controlplane.ControlPlaneLabel]; ok {
 			t.Error("a joined agent carries the control-plane label")
+		}
+		if firstID = n.Labels[agent.NodeIDLabel]; firstID == "" {
+			t.Errorf("node-b has no %s label", agent.NodeIDLabel)
 		}
 	}
 	// Its serving certificate was requested by the node and approved.
@@ -148,4 +145,36 @@ func TestAgentJoin(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "joined" {
 		t.Errorf("kubectl exec on node-b: %v %q", err, out)
 	}
+
+	// Reinstall: the machine is wiped and joins again under its name, with
+	// a new identity; it takes the name back once the old node is NotReady.
+	agentProc.kill()
+	agent.KillShims(agent.RunDirFor(nodeData))
+	reinstalled := filepath.Join(dir, "node-b-reinstalled")
+	t.Cleanup(func() { agent.KillShims(agent.RunDirFor(reinstalled)); os.RemoveAll(agent.RunDirFor(reinstalled)) })
+	rejoinArgs := []string{"agent", "--server", server, "--token", tok, "--data-dir", reinstalled, "--node-name", "node-b", "--node-ip", node.IP}
+	poll(t, ctx, "node-b NotReady after its agent stopped", func() (bool, error) {
+		n, err := cs.CoreV1().Nodes().Get(ctx, "node-b", metav1.GetOptions{})
+		return err == nil && !nodeIsReady(n), err
+	})
+	agentProc = startCmd(t, node.Command(cloudlessBin, rejoinArgs...))
+	poll(t, ctx, "the reinstalled node-b Ready with its new identity", func() (bool, error) {
+		if agentProc.exited() {
+			t.Fatalf("reinstalled agent exited:\n%s", tail(agentProc.stderr.Bytes(), 20))
+		}
+		n, err := cs.CoreV1().Nodes().Get(ctx, "node-b", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		return nodeIsReady(n) && n.Labels[agent.NodeIDLabel] != firstID, nil
+	})
+}
+
+func nodeIsReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
