@@ -77,7 +77,7 @@ func TestAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	port := freePort(t)
-	p, cs, _ := startServerArgs(t, data, port, "--node-name", "node-a")
+	p, cs, _ := startServerArgs(t, data, port, "--node-name", "node-a", "--node-taint", "example.com/dedicated=test:PreferNoSchedule")
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 
@@ -88,6 +88,9 @@ func TestAgent(t *testing.T) {
 		}
 		if _, ok := n.Labels[controlplane.ControlPlaneLabel]; !ok {
 			return false, nil
+		}
+		if len(n.Spec.Taints) != 1 || n.Spec.Taints[0].Key != "example.com/dedicated" || n.Spec.Taints[0].Effect != corev1.TaintEffectPreferNoSchedule {
+			return false, fmt.Errorf("taints %v, want the --node-taint", n.Spec.Taints)
 		}
 		for _, c := range n.Status.Conditions {
 			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
