@@ -15,6 +15,7 @@ test:
 bench: build
 	bench/datastore/run.sh
 	bench/server/run.sh
+	bench/agent/run.sh
 
 clean:
 	rm -rf bin
