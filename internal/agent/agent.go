@@ -31,6 +31,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/cloudless-dev/cloudless/internal/network"
 )
 
 // Config configures the agent.
@@ -47,6 +49,12 @@ type Config struct {
 	// certificate, signed by it.
 	CAFile, ServingCertFile, ServingKeyFile string
 	ClusterDNS, ClusterDomain               string
+	// The cluster's network: pod and Service ranges, how pod traffic
+	// crosses nodes (vxlan, host-gw) and kube-proxy's mode.
+	ClusterCIDR, ServiceCIDR  string
+	NetworkBackend, ProxyMode string
+	// ResolvConf names the upstream resolvers (default: the host's).
+	ResolvConf string
 	// HelpersDir holds runc, pause and cni/ (default: next to this binary).
 	HelpersDir string
 	// RunDir holds runtime state that must not outlive a reboot (default
@@ -94,6 +102,7 @@ type Agent struct {
 	paths        paths
 	cgroupDriver string
 	ready        chan struct{}
+	net          *network.Network
 }
 
 // New checks cfg and returns an Agent; it starts nothing.
@@ -114,11 +123,19 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	if cfg.RunDir == "" {
 		cfg.RunDir = RunDirFor(cfg.DataDir)
 	}
+	var err error
 	a := &Agent{cfg: cfg, log: log, paths: paths{filepath.Join(cfg.DataDir, "agent"), cfg.RunDir}, cgroupDriver: cgroupDriver(), ready: make(chan struct{})}
 	for _, h := range []string{"runc", "pause", "cni/bridge", "cni/host-local", "cni/loopback"} {
 		if _, err := os.Stat(a.helper(h)); err != nil {
 			return nil, fmt.Errorf("agent: helper %s is missing from %s: build with `make build`, which puts runc, pause and the CNI plugins next to cloudless", h, cfg.HelpersDir)
 		}
+	}
+	a.net, err = network.New(network.Config{
+		NodeName: cfg.NodeName, NodeIP: cfg.NodeIP, ClusterCIDR: cfg.ClusterCIDR, ServiceCIDR: cfg.ServiceCIDR,
+		Backend: cfg.NetworkBackend, ProxyMode: cfg.ProxyMode, Kubeconfig: cfg.Kubeconfig, StateDir: filepath.Join(a.paths.root, "network"),
+	}, log.With("subsystem", "network"))
+	if err != nil {
+		return nil, err
 	}
 	return a, nil
 }
@@ -165,20 +182,25 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.phase(3, "starting kubelet", "node", a.cfg.NodeName)
-	if err := writeResolvConf(a.paths.resolvConf(), a.log); err != nil {
+	if err := writeResolvConf(a.paths.resolvConf(), a.cfg.ResolvConf, a.log); err != nil {
 		return err
+	}
+	if err := ensureCgroupRoot(a.cgroupRoot()); err != nil {
+		return fmt.Errorf("agent: %w", err)
 	}
 	if err := writeFile(filepath.Join(a.paths.root, "kubelet.yaml"), []byte(a.kubeletConfig(mem)), 0o600); err != nil {
 		return err
 	}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- fmt.Errorf("kubelet: %w", runKubelet(ctx, a.kubeletArgs())) }()
 	go func() { errc <- a.watchImages(ctx) }()
 
 	a.phase(4, "waiting for the node's pod CIDR")
-	if err := a.setupPodNetwork(ctx, errc); err != nil {
+	cs, err := a.setupPodNetwork(ctx, errc)
+	if err != nil {
 		return err
 	}
+	go func() { errc <- a.net.Run(ctx, cs) }()
 	close(a.ready)
 	a.log.Info("node is up", "node", a.cfg.NodeName)
 	select {
@@ -193,8 +215,8 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 // setupPodNetwork waits until the controller-manager gives the node a pod
-// CIDR and writes the CNI config for it.
-func (a *Agent) setupPodNetwork(ctx context.Context, errc chan error) error {
+// CIDR, sets up the node's network and writes the CNI config for it.
+func (a *Agent) setupPodNetwork(ctx context.Context, errc chan error) (kubernetes.Interface, error) {
 	var cs kubernetes.Interface
 	for {
 		if cs == nil {
@@ -206,20 +228,25 @@ func (a *Agent) setupPodNetwork(ctx context.Context, errc chan error) error {
 		if cs != nil {
 			node, err := cs.CoreV1().Nodes().Get(ctx, a.cfg.NodeName, metav1.GetOptions{})
 			if err == nil && node.Spec.PodCIDR != "" {
-				return a.writeCNIConfig(node)
+				mtu, err := a.net.Setup(ctx, cs, node)
+				if err != nil {
+					return nil, err
+				}
+				a.log.Info("pod network", "pod-cidr", node.Spec.PodCIDR, "mtu", mtu, "proxy-mode", a.net.ProxyMode())
+				return cs, a.writeCNIConfig(node, mtu)
 			}
 		}
 		select {
 		case err := <-errc:
-			return err
+			return nil, err
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, ctx.Err()
 		case <-time.After(time.Second):
 		}
 	}
 }
 
-func (a *Agent) writeCNIConfig(node *corev1.Node) error {
+func (a *Agent) writeCNIConfig(node *corev1.Node, mtu int) error {
 	conf := fmt.Sprintf(`{
   "cniVersion": "1.0.0",
   "name": "cloudless",
@@ -230,11 +257,12 @@ func (a *Agent) writeCNIConfig(node *corev1.Node) error {
       "isGateway": true,
       "ipMasq": false,
       "hairpinMode": true,
+      "mtu": %d,
       "ipam": {"type": "host-local", "ranges": [[{"subnet": %q}]], "routes": [{"dst": "0.0.0.0/0"}], "dataDir": %q}
     }
   ]
 }
-`, BridgeName, node.Spec.PodCIDR, filepath.Join(a.paths.root, "cni", "ipam"))
+`, BridgeName, mtu, node.Spec.PodCIDR, filepath.Join(a.paths.root, "cni", "ipam"))
 	return writeFile(filepath.Join(a.paths.cniConfDir(), "10-cloudless.conflist"), []byte(conf), 0o600)
 }
 

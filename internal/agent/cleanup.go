@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"context"
+
 	"bytes"
 	"errors"
 	"fmt"
@@ -12,6 +14,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/cloudless-dev/cloudless/internal/network"
 )
 
 // BridgeName is the pod network's bridge on each node.
@@ -51,8 +55,13 @@ func KillShims(runDir string) {
 	}
 }
 
-// RemoveNetwork deletes the pod bridge (veths go with their pods).
-func RemoveNetwork() error {
+// RemoveNetwork deletes the pod bridge (veths go with their pods), the
+// VXLAN device, the routes to other nodes and the Service proxy's and
+// masquerade rules.
+func RemoveNetwork(ctx context.Context) error {
+	if err := network.Cleanup(ctx); err != nil {
+		return err
+	}
 	link, err := netlink.LinkByName(BridgeName)
 	var notFound netlink.LinkNotFoundError
 	if errors.As(err, &notFound) {

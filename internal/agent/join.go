@@ -20,9 +20,11 @@ import (
 
 // ClusterInfo is what a joining machine learns from a server.
 type ClusterInfo struct {
-	CAPEM         []byte
-	ClusterDNS    string
-	ClusterDomain string
+	CAPEM      []byte
+	ClusterDNS string
+	// The cluster's network settings, which every node shares.
+	ClusterCIDR, ServiceCIDR, NetworkBackend, ProxyMode string
+	ClusterDomain                                       string
 }
 
 // Discover fetches kube-public/cluster-info from server without trusting
@@ -79,7 +81,9 @@ func fetchClusterInfo(ctx context.Context, c *http.Client, url string) (ClusterI
 		return ClusterInfo{}, fmt.Errorf("cluster-info kubeconfig: %w", err)
 	}
 	for _, c := range kc.Clusters {
-		return ClusterInfo{CAPEM: c.CertificateAuthorityData, ClusterDNS: cm.Data["clusterDNS"], ClusterDomain: cm.Data["clusterDomain"]}, nil
+		d := cm.Data
+		return ClusterInfo{CAPEM: c.CertificateAuthorityData, ClusterDNS: d["clusterDNS"], ClusterDomain: d["clusterDomain"],
+			ClusterCIDR: d["clusterCIDR"], ServiceCIDR: d["serviceCIDR"], NetworkBackend: d["networkBackend"], ProxyMode: d["proxyMode"]}, nil
 	}
 	return ClusterInfo{}, fmt.Errorf("cluster-info has no cluster")
 }

@@ -43,6 +43,7 @@ clusterDomain: %s
 resolvConf: %s
 containerRuntimeEndpoint: unix://%s
 cgroupDriver: %s
+cgroupRoot: %s
 failCgroupV1: false
 failSwapOn: true
 shutdownGracePeriod: 40s
@@ -62,7 +63,7 @@ serializeImagePulls: false
 staticPodPath: ""
 podLogsDir: %s
 `, a.cfg.NodeIP, a.cfg.CAFile, a.certConfig(), a.cfg.ClusterDNS, a.cfg.ClusterDomain,
-		a.paths.resolvConf(), a.paths.containerdSocket(), a.cgroupDriver, mi(reserved), mi(reserved), mi(evict), a.paths.podLogs())
+		a.paths.resolvConf(), a.paths.containerdSocket(), a.cgroupDriver, a.cgroupRoot(), mi(reserved), mi(reserved), mi(evict), a.paths.podLogs())
 }
 
 // certConfig: the server's own node gets its certificates from the

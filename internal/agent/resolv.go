@@ -19,8 +19,12 @@ var resolvSources = []string{"/etc/resolv.conf", "/run/systemd/resolve/resolv.co
 // cluster DNS's upstream) get: the host's real upstream resolvers, never a
 // loopback stub (which, inside a pod, is the pod itself: a DNS loop), and
 // none of the host's search domains (each one multiplies every lookup).
-func writeResolvConf(path string, log *slog.Logger) error {
-	for _, src := range resolvSources {
+func writeResolvConf(path, source string, log *slog.Logger) error {
+	sources := resolvSources
+	if source != "" {
+		sources = []string{source}
+	}
+	for _, src := range sources {
 		b, err := os.ReadFile(src)
 		if err != nil {
 			continue
@@ -36,7 +40,7 @@ func writeResolvConf(path string, log *slog.Logger) error {
 		}
 		return writeFile(path, out.Bytes(), 0o644)
 	}
-	log.Warn("no upstream DNS resolver found (only loopback stubs or none); pods will resolve cluster names only", "read", strings.Join(resolvSources, ", "))
+	log.Warn("no upstream DNS resolver found (only loopback stubs or none); pods will resolve cluster names only", "read", strings.Join(sources, ", "))
 	return writeFile(path, []byte("# Written by cloudless: the host has no non-loopback resolver.\n"), 0o644)
 }
 

@@ -18,7 +18,7 @@ import (
 )
 
 func newAgentCmd(logger func() (*slog.Logger, error)) *cobra.Command {
-	var server, tok, dataDir, nodeName, nodeIP string
+	var server, tok, dataDir, nodeName, nodeIP, resolvConf string
 	var kubeletArgs, labels []string
 	registries := agent.DefaultRegistriesFile
 	dataDir = controlplane.DefaultConfig().DataDir
@@ -84,7 +84,8 @@ Flags may also come from CLOUDLESS_<FLAG> or the --config file. Must run as root
 			a, err := agent.New(agent.Config{
 				DataDir: dataDir, NodeName: nodeName, NodeIP: nodeIP, CAFile: caFile,
 				Kubeconfig: filepath.Join(dataDir, "agent", "pki", "kubelet.kubeconfig"), BootstrapKubeconfig: bootstrap,
-				ClusterDNS: info.ClusterDNS, ClusterDomain: info.ClusterDomain, NodeLabels: labels, KubeletArgs: kubeletArgs, RegistriesFile: registries,
+				ClusterDNS: info.ClusterDNS, ClusterDomain: info.ClusterDomain, NodeLabels: labels, ResolvConf: resolvConf,
+				ClusterCIDR: info.ClusterCIDR, ServiceCIDR: info.ServiceCIDR, NetworkBackend: info.NetworkBackend, ProxyMode: info.ProxyMode, KubeletArgs: kubeletArgs, RegistriesFile: registries,
 			}, log.With("subsystem", "agent"))
 			if err != nil {
 				return err
@@ -102,5 +103,6 @@ Flags may also come from CLOUDLESS_<FLAG> or the --config file. Must run as root
 	f.StringSliceVar(&labels, "node-label", nil, "label to register the node with, key=value (repeatable; not kubernetes.io/ labels)")
 	f.StringVar(&registries, "registries", registries, "registry mirrors file (mirrors.<registry>.endpoint, configs.<host>.tls); may be absent")
 	f.StringArrayVar(&kubeletArgs, "kubelet-arg", nil, "extra kubelet flag (repeatable, applied last)")
+	f.StringVar(&resolvConf, "resolv-conf", "", "file naming this node's upstream DNS resolvers (default: /etc/resolv.conf, or systemd-resolved's when that holds only its stub)")
 	return cmd
 }

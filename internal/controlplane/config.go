@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/cloudless-dev/cloudless/internal/datastore"
+	"github.com/cloudless-dev/cloudless/internal/network"
 )
 
 // Config configures the control plane.
@@ -34,6 +35,14 @@ type Config struct {
 	ClusterDNS       string
 	ClusterDomain    string
 	TLSSANs          []string
+	// NetworkBackend carries pod traffic between nodes: vxlan or host-gw.
+	// ProxyMode is kube-proxy's: nftables, iptables or ipvs. Both apply
+	// to every node; joining agents read them from cluster-info.
+	NetworkBackend string
+	ProxyMode      string
+	// ResolvConf is where this node's upstream resolvers are read from
+	// (default: /etc/resolv.conf, or systemd-resolved's real one).
+	ResolvConf string
 
 	// CertValidity is the lifetime of leaf certificates; they are renewed
 	// while running when less than RenewBefore (at most a third of the
@@ -62,15 +71,17 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		DataDir:       "/var/lib/cloudless",
-		BindAddress:   "0.0.0.0",
-		HTTPSPort:     6443,
-		ClusterCIDR:   "10.42.0.0/16",
-		ServiceCIDR:   "10.43.0.0/16",
-		ClusterDNS:    "10.43.0.10",
-		ClusterDomain: "cluster.local",
-		CertValidity:  365 * 24 * time.Hour,
-		RenewBefore:   120 * 24 * time.Hour,
+		DataDir:        "/var/lib/cloudless",
+		BindAddress:    "0.0.0.0",
+		HTTPSPort:      6443,
+		ClusterCIDR:    "10.42.0.0/16",
+		ServiceCIDR:    "10.43.0.0/16",
+		ClusterDNS:     "10.43.0.10",
+		ClusterDomain:  "cluster.local",
+		NetworkBackend: network.BackendVXLAN,
+		ProxyMode:      network.ProxyNFTables,
+		CertValidity:   365 * 24 * time.Hour,
+		RenewBefore:    120 * 24 * time.Hour,
 
 		PodSecurityEnforce: "baseline",
 		PodSecurityWarn:    "restricted",
@@ -96,6 +107,9 @@ func (c *Config) Validate() error {
 	dns, err := netip.ParseAddr(c.ClusterDNS)
 	if err != nil || !service.Contains(dns) {
 		return fmt.Errorf("--cluster-dns %q must be an address inside --service-cidr %s", c.ClusterDNS, service)
+	}
+	if err := network.ValidateModes(c.NetworkBackend, c.ProxyMode); err != nil {
+		return fmt.Errorf("--network-backend/--proxy-mode: %w", err)
 	}
 	if c.HTTPSPort <= 0 || c.HTTPSPort > 65535 {
 		return fmt.Errorf("--https-listen-port %d is not a port", c.HTTPSPort)

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -30,6 +31,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/cloudless-dev/cloudless/internal/datastore"
+	"github.com/cloudless-dev/cloudless/internal/network"
 )
 
 // Server is a control plane.
@@ -102,6 +104,14 @@ func (s *Server) Run(ctx context.Context) error {
 	addr := net.JoinHostPort(s.cfg.BindAddress, strconv.Itoa(s.cfg.HTTPSPort))
 	if err := s.checkPorts(); err != nil {
 		return err
+	}
+	if !s.cfg.DisableAgent {
+		for _, r := range [][2]string{{"--cluster-cidr", s.cfg.ClusterCIDR}, {"--service-cidr", s.cfg.ServiceCIDR}} {
+			p := netip.MustParsePrefix(r[1]).Masked() // validated
+			if err := network.CheckOverlap(p, r[0]+" "+p.String(), "choose another "+r[0]); err != nil {
+				return err
+			}
+		}
 	}
 	errc := make(chan error, 4)
 

@@ -73,7 +73,18 @@ clusters:
 `, server, base64.StdEncoding.EncodeToString(s.certs.ca.PEM))
 	objs := []runtime.Object{
 		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "cluster-info", Namespace: metav1.NamespacePublic},
-			Data: map[string]string{ClusterInfoKubeconfig: kubeconfig, "clusterDNS": s.cfg.ClusterDNS, "clusterDomain": s.cfg.ClusterDomain}},
+			Data: map[string]string{ClusterInfoKubeconfig: kubeconfig, "clusterDNS": s.cfg.ClusterDNS, "clusterDomain": s.cfg.ClusterDomain,
+				"clusterCIDR": s.cfg.ClusterCIDR, "serviceCIDR": s.cfg.ServiceCIDR, "networkBackend": s.cfg.NetworkBackend, "proxyMode": s.cfg.ProxyMode}},
+		// Every node runs kube-proxy, the NetworkPolicy controller, its
+		// routes and cluster DNS with its own credential: they read
+		// Services, EndpointSlices, pods, namespaces, policies and nodes.
+		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "cloudless:node-network"},
+			Rules: []rbacv1.PolicyRule{
+				{APIGroups: []string{""}, Resources: []string{"pods", "namespaces", "services", "endpoints", "nodes"}, Verbs: []string{"get", "list", "watch"}},
+				{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
+				{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"get", "list", "watch"}},
+				{APIGroups: []string{"", "events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch", "update"}},
+			}},
 		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "cloudless:cluster-info-reader", Namespace: metav1.NamespacePublic},
 			Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{"cluster-info"}, Verbs: []string{"get"}}}},
 		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "cloudless:cluster-info-reader", Namespace: metav1.NamespacePublic},
@@ -84,6 +95,7 @@ clusters:
 		"cloudless:node-bootstrapper":          {"system:node-bootstrapper", token.NodeGroup},
 		"cloudless:node-autoapprove-bootstrap": {"system:certificates.k8s.io:certificatesigningrequests:nodeclient", token.NodeGroup},
 		"cloudless:node-autoapprove-renewal":   {"system:certificates.k8s.io:certificatesigningrequests:selfnodeclient", "system:nodes"},
+		"cloudless:node-network":               {"cloudless:node-network", "system:nodes"},
 	} {
 		objs = append(objs, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name},
 			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: binding[0]},
@@ -101,6 +113,11 @@ clusters:
 			_, err = cs.RbacV1().Roles(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
 		case *rbacv1.RoleBinding:
 			_, err = cs.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.ClusterRole:
+			_, err = cs.RbacV1().ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
+			if apierrors.IsAlreadyExists(err) {
+				_, err = cs.RbacV1().ClusterRoles().Update(ctx, o, metav1.UpdateOptions{})
+			}
 		case *rbacv1.ClusterRoleBinding:
 			_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
 		}

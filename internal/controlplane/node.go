@@ -31,6 +31,8 @@ func (s *Server) startAgent(ctx context.Context, errc chan error) error {
 		Kubeconfig: p.cred("kubelet-client.kubeconfig"), CAFile: p.tls("ca.crt"),
 		ServingCertFile: p.tls("kubelet-serving.crt"), ServingKeyFile: p.tls("kubelet-serving.key"),
 		ClusterDNS: c.ClusterDNS, ClusterDomain: c.ClusterDomain, KubeletArgs: args,
+		ClusterCIDR: c.ClusterCIDR, ServiceCIDR: c.ServiceCIDR, NetworkBackend: c.NetworkBackend, ProxyMode: c.ProxyMode,
+		ResolvConf: c.ResolvConf,
 	}, s.log.With("subsystem", "agent"))
 	if err != nil {
 		return err

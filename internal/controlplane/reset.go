@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/cloudless-dev/cloudless/internal/agent"
 )
@@ -95,6 +97,9 @@ func Reset(p ResetPlan) error {
 	defer release()
 	// Containers first: they hold the mounts.
 	agent.KillShims(p.RunDir)
+	if err := removeCgroups(p.DataDir); err != nil {
+		return err
+	}
 	for _, m := range p.Mounts {
 		if err := syscall.Unmount(m, 0); err != nil && !errors.Is(err, syscall.EINVAL) {
 			if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
@@ -102,7 +107,7 @@ func Reset(p ResetPlan) error {
 			}
 		}
 	}
-	if err := agent.RemoveNetwork(); err != nil {
+	if err := agent.RemoveNetwork(context.Background()); err != nil {
 		return err
 	}
 	for _, d := range []string{p.DataDir, p.RunDir} {
@@ -155,4 +160,16 @@ func unescapeMount(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// removeCgroups retries while the killed containers' cgroups empty.
+func removeCgroups(dataDir string) error {
+	var err error
+	for range 50 {
+		if err = agent.RemoveCgroups(dataDir); err == nil {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond) // the kernel empties a cgroup after its last task exits
+	}
+	return err
 }

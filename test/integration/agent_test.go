@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,17 +28,34 @@ import (
 
 const appImage = "registry.cloudless.local/app:1"
 
-// appArchive builds testdata/app statically and packs it into an image
-// archive, as an operator would bring an image into an air-gapped rack.
+var (
+	appOnce sync.Once
+	appBin  string
+	appErr  error
+)
+
+// appBinary builds testdata/app statically, once per run.
+func appBinary(t *testing.T) string {
+	t.Helper()
+	appOnce.Do(func() {
+		appBin = filepath.Join(filepath.Dir(cloudlessBin), "app")
+		build := exec.Command("go", "build", "-o", appBin, "./testdata/app")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			appErr = fmt.Errorf("build app: %v\n%s", err, out)
+		}
+	})
+	if appErr != nil {
+		t.Fatal(appErr)
+	}
+	return appBin
+}
+
+// appArchive packs testdata/app into an image archive, as an operator
+// would bring an image into an air-gapped rack.
 func appArchive(t *testing.T) []byte {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "app")
-	build := exec.Command("go", "build", "-o", bin, "./testdata/app")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build app: %v\n%s", err, out)
-	}
-	data, err := os.ReadFile(bin)
+	data, err := os.ReadFile(appBinary(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,6 +39,7 @@ func TestAgentJoin(t *testing.T) {
 		}
 		agent.KillShims(agent.RunDirFor(nodeData))
 		os.RemoveAll(agent.RunDirFor(nodeData))
+		agent.RemoveCgroups(nodeData)
 		os.RemoveAll(dir)
 	})
 	node, other := nodens.New(t, "b", 1), nodens.New(t, "c", 2)
@@ -111,7 +112,11 @@ func TestAgentJoin(t *testing.T) {
 
 	// Another machine taking the live node's name is refused.
 	otherData := filepath.Join(dir, "node-c")
-	t.Cleanup(func() { agent.KillShims(agent.RunDirFor(otherData)); os.RemoveAll(agent.RunDirFor(otherData)) })
+	t.Cleanup(func() {
+		agent.KillShims(agent.RunDirFor(otherData))
+		os.RemoveAll(agent.RunDirFor(otherData))
+		agent.RemoveCgroups(otherData)
+	})
 	clash := other.Command(cloudlessBin, "agent", "--server", fmt.Sprintf("https://%s:%d", other.HostIP, port), "--token", tok,
 		"--data-dir", otherData, "--node-name", "node-b", "--node-ip", other.IP)
 	if out, err := clash.CombinedOutput(); err == nil || !strings.Contains(string(out), "registered by another machine") {
@@ -151,7 +156,11 @@ func TestAgentJoin(t *testing.T) {
 	agentProc.kill()
 	agent.KillShims(agent.RunDirFor(nodeData))
 	reinstalled := filepath.Join(dir, "node-b-reinstalled")
-	t.Cleanup(func() { agent.KillShims(agent.RunDirFor(reinstalled)); os.RemoveAll(agent.RunDirFor(reinstalled)) })
+	t.Cleanup(func() {
+		agent.KillShims(agent.RunDirFor(reinstalled))
+		os.RemoveAll(agent.RunDirFor(reinstalled))
+		agent.RemoveCgroups(reinstalled)
+	})
 	rejoinArgs := []string{"agent", "--server", server, "--token", tok, "--data-dir", reinstalled, "--node-name", "node-b", "--node-ip", node.IP}
 	poll(t, ctx, "node-b NotReady after its agent stopped", func() (bool, error) {
 		n, err := cs.CoreV1().Nodes().Get(ctx, "node-b", metav1.GetOptions{})

@@ -1,28 +1,83 @@
-// Command app is the workload of the agent tests, packed into an image by
-// the test: with no arguments it prints a greeting, answers "pong" on
-// :8080 (for port-forward) and waits for SIGTERM; `app echo WORDS` prints
-// WORDS (for kubectl exec).
+// Command app is the workload of the agent and network tests, packed into
+// an image by the test:
+//
+//	app                 print a greeting, answer HTTP on :8080 and wait for SIGTERM:
+//	                    / answers "pong", /whoami the client's address as seen here
+//	app echo WORDS      print WORDS (for kubectl exec)
+//	app get URL         print the body at URL (exit 1 on failure, within 5 s)
+//	app resolve NAME    print NAME's addresses, one per line, as the pod's resolver finds them
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 )
 
 func main() {
-	if len(os.Args) > 2 && os.Args[1] == "echo" {
-		fmt.Println(strings.Join(os.Args[2:], " "))
+	if len(os.Args) > 2 {
+		if err := command(os.Args[1], os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
 		return
 	}
 	fmt.Println("hello from cloudless")
-	go http.ListenAndServe(":8080", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprint(w, "pong")
-	}))
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "pong") })
+	mux.HandleFunc("/whoami", func(w http.ResponseWriter, r *http.Request) {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		fmt.Fprint(w, host)
+	})
+	go http.ListenAndServe(":8080", mux)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	<-sig
+}
+
+func command(name string, args []string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	switch name {
+	case "echo":
+		fmt.Println(strings.Join(args, " "))
+	case "get":
+		req, err := http.NewRequestWithContext(ctx, "GET", args[0], nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: %s", resp.Status, body)
+		}
+		fmt.Print(string(body))
+	case "resolve":
+		// The pure-Go resolver follows resolv.conf (search, ndots) as libc does.
+		r := &net.Resolver{PreferGo: true}
+		addrs, err := r.LookupIPAddr(ctx, args[0])
+		if err != nil {
+			return err
+		}
+		for _, a := range addrs {
+			fmt.Println(a.IP)
+		}
+	default:
+		return fmt.Errorf("unknown command %q", name)
+	}
+	return nil
 }

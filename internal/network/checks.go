@@ -1,0 +1,154 @@
+package network
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	"sigs.k8s.io/knftables"
+)
+
+// features are the kernel and userspace parts the proxy modes need.
+type features struct {
+	nftables bool // nf_tables in the kernel and the nft command
+	iptables bool // the iptables command (nf_tables or legacy backend)
+	ipvs     bool // ip_vs in the kernel and the ipset command
+	missing  map[string]string
+}
+
+func probeKernel() features {
+	f := features{missing: map[string]string{}}
+	if _, err := exec.LookPath("nft"); err != nil {
+		f.missing[ProxyNFTables] = "the nft command (apt-get install nftables)"
+	} else if _, err := knftables.New(knftables.IPv4Family, "cloudless-probe"); err != nil {
+		f.missing[ProxyNFTables] = "kernel module nf_tables (" + err.Error() + ")"
+	} else {
+		f.nftables = true
+	}
+	if _, err := exec.LookPath("iptables"); err != nil {
+		f.missing[ProxyIPTables] = "the iptables command (apt-get install iptables)"
+	} else {
+		f.iptables = true
+	}
+	if _, err := os.Stat("/proc/net/ip_vs"); err != nil {
+		f.missing[ProxyIPVS] = "kernel module ip_vs (modprobe ip_vs ip_vs_rr)"
+	} else if _, err := exec.LookPath("ipset"); err != nil {
+		f.missing[ProxyIPVS] = "the ipset command (apt-get install ipset)"
+	} else {
+		f.ipvs = f.iptables
+	}
+	return f
+}
+
+// pickProxyMode returns want if this machine can run it, else the next
+// one down (ipvs, nftables, iptables), logging what is missing; "" if none.
+func pickProxyMode(want string, f features, log *slog.Logger) string {
+	order := []string{ProxyIPVS, ProxyNFTables, ProxyIPTables}
+	can := map[string]bool{ProxyIPVS: f.ipvs, ProxyNFTables: f.nftables, ProxyIPTables: f.iptables}
+	start := 0
+	for i, m := range order {
+		if m == want {
+			start = i
+		}
+	}
+	for _, m := range order[start:] {
+		if can[m] {
+			return m
+		}
+		if i := indexOf(order, m); i+1 < len(order) {
+			log.Warn(fmt.Sprintf("proxy mode %s needs %s, which is missing: falling back to %s", m, f.missing[m], order[i+1]))
+		}
+	}
+	return ""
+}
+
+func indexOf(s []string, v string) int {
+	for i, x := range s {
+		if x == v {
+			return i
+		}
+	}
+	return -1
+}
+
+// ownDevices carry the routes that this package and the CNI bridge make.
+var ownDevices = map[string]bool{"cl0": true, VXLANDevice: true, "kube-ipvs0": true}
+
+// CheckOverlap refuses prefix (named what) if it overlaps a network this
+// machine already routes: a connected network, or a route at least as
+// specific. A wider route via a gateway (a summary like 10.0.0.0/8 or
+// the default route) is not a conflict: pods are more specific.
+func CheckOverlap(prefix netip.Prefix, what, fix string) error {
+	routes, err := netlink.RouteListFiltered(unix.AF_INET, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return fmt.Errorf("list routes: %w", err)
+	}
+	for _, r := range routes {
+		if r.Dst == nil || r.Protocol == routeProtocol {
+			continue
+		}
+		name := ""
+		if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil {
+			name = l.Attrs().Name
+		}
+		if ownDevices[name] {
+			continue
+		}
+		ones, _ := r.Dst.Mask.Size()
+		addr, _ := netip.AddrFromSlice(r.Dst.IP.To4())
+		dst := netip.PrefixFrom(addr, ones)
+		if !dst.Overlaps(prefix) {
+			continue
+		}
+		if r.Gw != nil && dst.Bits() < prefix.Bits() {
+			continue
+		}
+		desc := dst.String()
+		if r.Gw != nil {
+			desc += " via " + r.Gw.String()
+		}
+		if name != "" {
+			desc += " dev " + name
+		}
+		return fmt.Errorf("%s overlaps this machine's route %s: pods would be unreachable from that network; %s", what, desc, fix)
+	}
+	return nil
+}
+
+// Cleanup removes what this package and kube-proxy put in the kernel:
+// the VXLAN device, owned routes, and the nftables tables and iptables
+// chains. Used by `cloudless reset`.
+func Cleanup(ctx context.Context) error {
+	var errs []string
+	if l, err := netlink.LinkByName(VXLANDevice); err == nil {
+		if err := netlink.LinkDel(l); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	if routes, err := netlink.RouteListFiltered(unix.AF_INET, &netlink.Route{Protocol: routeProtocol}, netlink.RT_FILTER_PROTOCOL); err == nil {
+		for _, r := range routes {
+			_ = netlink.RouteDel(&r)
+		}
+	}
+	if err := cleanupKubeProxy(ctx); err != nil {
+		errs = append(errs, "kube-proxy rules: "+err.Error())
+	}
+	if _, err := exec.LookPath("nft"); err == nil {
+		_ = exec.CommandContext(ctx, "nft", "delete", "table", "ip", Table).Run()
+	}
+	if _, err := exec.LookPath("iptables"); err == nil {
+		_ = exec.CommandContext(ctx, "iptables", "-w", "-t", "nat", "-D", "POSTROUTING", "-j", iptChain).Run()
+		_ = exec.CommandContext(ctx, "iptables", "-w", "-t", "nat", "-F", iptChain).Run()
+		_ = exec.CommandContext(ctx, "iptables", "-w", "-t", "nat", "-X", iptChain).Run()
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("network cleanup: %s", strings.Join(errs, "; "))
+	}
+	return nil
+}
