@@ -133,6 +133,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	a.net, err = network.New(network.Config{
 		NodeName: cfg.NodeName, NodeIP: cfg.NodeIP, ClusterCIDR: cfg.ClusterCIDR, ServiceCIDR: cfg.ServiceCIDR,
 		Backend: cfg.NetworkBackend, ProxyMode: cfg.ProxyMode, Kubeconfig: cfg.Kubeconfig, StateDir: filepath.Join(a.paths.root, "network"),
+		ClusterDomain: cfg.ClusterDomain, ResolvConf: a.paths.resolvConf(),
 	}, log.With("subsystem", "network"))
 	if err != nil {
 		return nil, err

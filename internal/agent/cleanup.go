@@ -19,7 +19,7 @@ import (
 )
 
 // BridgeName is the pod network's bridge on each node.
-const BridgeName = "cl0"
+const BridgeName = network.BridgeName
 
 // Shims returns the PIDs of the container shims serving the containerd
 // whose state is under runDir, found by the -address they were given (a

@@ -39,8 +39,11 @@ func parse(name string, sets cliflag.NamedFlagSets, args []string) error {
 	return nil
 }
 
-func runAPIServer(ctx context.Context, args []string) error {
+func runAPIServer(ctx context.Context, args []string, ndots int) error {
 	s := apiserveroptions.NewServerRunOptions()
+	registerDNSDefaults(s.Admission.GenericAdmission, ndots)
+	// Ours only (not in ComponentArgs, which upstream binaries also run).
+	args = append(args, "--enable-admission-plugins="+DNSDefaultsPlugin)
 	if err := parse("kube-apiserver", s.Flags(), args); err != nil {
 		return err
 	}

@@ -40,6 +40,9 @@ type Config struct {
 	// to every node; joining agents read them from cluster-info.
 	NetworkBackend string
 	ProxyMode      string
+	// PodDNSNdots is the ndots given to pods that use cluster DNS and set
+	// none themselves (0: leave the kubelet's 5).
+	PodDNSNdots int
 	// ResolvConf is where this node's upstream resolvers are read from
 	// (default: /etc/resolv.conf, or systemd-resolved's real one).
 	ResolvConf string
@@ -80,6 +83,7 @@ func DefaultConfig() Config {
 		ClusterDomain:  "cluster.local",
 		NetworkBackend: network.BackendVXLAN,
 		ProxyMode:      network.ProxyNFTables,
+		PodDNSNdots:    2,
 		CertValidity:   365 * 24 * time.Hour,
 		RenewBefore:    120 * 24 * time.Hour,
 
@@ -110,6 +114,9 @@ func (c *Config) Validate() error {
 	}
 	if err := network.ValidateModes(c.NetworkBackend, c.ProxyMode); err != nil {
 		return fmt.Errorf("--network-backend/--proxy-mode: %w", err)
+	}
+	if c.PodDNSNdots < 0 || c.PodDNSNdots > 15 {
+		return fmt.Errorf("--pod-dns-ndots %d: want 0 (keep the kubelet's 5) to 15", c.PodDNSNdots)
 	}
 	if c.HTTPSPort <= 0 || c.HTTPSPort > 65535 {
 		return fmt.Errorf("--https-listen-port %d is not a port", c.HTTPSPort)

@@ -150,7 +150,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 	s.phase(3, "starting kube-apiserver", "address", addr)
 	go func() {
-		errc <- fmt.Errorf("kube-apiserver: %w", runAPIServer(ctx, s.apiserverArgs(s.cfg.etcdServers())))
+		errc <- fmt.Errorf("kube-apiserver: %w", runAPIServer(ctx, s.apiserverArgs(s.cfg.etcdServers()), s.cfg.PodDNSNdots))
 	}()
 	if err := s.waitReady(ctx, errc); err != nil {
 		return err

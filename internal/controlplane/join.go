@@ -49,6 +49,7 @@ func (s *Server) runJoinSupport(ctx context.Context) error {
 	if err := s.ensureJoinObjects(ctx, cs); err != nil {
 		return err
 	}
+	go s.runClusterDNS(ctx, cs)
 	for {
 		if err := s.approveServingCSRs(ctx, cs); err != nil && ctx.Err() == nil {
 			s.log.Warn("approve kubelet serving certificates", "err", err)

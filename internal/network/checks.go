@@ -141,6 +141,7 @@ func Cleanup(ctx context.Context) error {
 	}
 	if _, err := exec.LookPath("nft"); err == nil {
 		_ = exec.CommandContext(ctx, "nft", "delete", "table", "ip", Table).Run()
+		_ = exec.CommandContext(ctx, "nft", "delete", "table", "ip", PolicyTable).Run()
 	}
 	if _, err := exec.LookPath("iptables"); err == nil {
 		_ = exec.CommandContext(ctx, "iptables", "-w", "-t", "nat", "-D", "POSTROUTING", "-j", iptChain).Run()

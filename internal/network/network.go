@@ -4,7 +4,8 @@
 // kube-proxy, in this process), NetworkPolicy enforcement and the node's
 // share of cluster DNS.
 //
-// Files: overlay.go (VXLAN device, routes, neighbours), kubeproxy.go (the
+// Files: overlay.go (VXLAN device, routes, neighbours), policy.go
+// (NetworkPolicy in nftables), dns.go (cluster DNS), kubeproxy.go (the
 // only importer of kube-proxy), masq.go (the nftables/iptables rules this
 // package owns), checks.go (kernel features, CIDR overlaps).
 //
@@ -21,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
@@ -53,7 +55,14 @@ type Config struct {
 	// node's credential; the server grants nodes what they need).
 	Kubeconfig string
 	StateDir   string
+	// ClusterDomain is served by cluster DNS; ResolvConf names its
+	// upstream resolvers (no loopback addresses).
+	ClusterDomain string
+	ResolvConf    string
 }
+
+// BridgeName is the pod bridge on each node (the CNI bridge plugin's).
+const BridgeName = "cl0"
 
 // Network is a node's network; New checks the kernel, Setup programs
 // this node, Run keeps it in step with the cluster.
@@ -66,6 +75,7 @@ type Network struct {
 	cluster   netip.Prefix
 	overlay   *overlay
 	masq      masquerader
+	gw        netip.Addr // this node's pod gateway: the bridge's address
 }
 
 // New validates cfg and picks the proxy mode and backend this kernel can
@@ -151,6 +161,10 @@ func (n *Network) Setup(ctx context.Context, cs kubernetes.Interface, node *core
 		}
 		mtu = parent.Attrs().MTU
 	}
+	n.gw = podCIDR.Masked().Addr().Next()
+	if err := ensureBridge(netip.PrefixFrom(n.gw, podCIDR.Bits()), mtu); err != nil {
+		return 0, fmt.Errorf("network: %w", err)
+	}
 	if err := n.masq.ensure(ctx); err != nil {
 		return 0, fmt.Errorf("network: masquerade rules: %w", err)
 	}
@@ -165,10 +179,40 @@ func (n *Network) Setup(ctx context.Context, cs kubernetes.Interface, node *core
 func (n *Network) Run(ctx context.Context, cs kubernetes.Interface) error {
 	go n.overlay.run(ctx, cs)
 	go n.masq.keep(ctx, n.log)
+	go func() {
+		if err := n.runPolicy(ctx, cs); err != nil && ctx.Err() == nil {
+			n.log.Error("NetworkPolicy enforcement on this node stopped: policies are not enforced here", "err", err)
+		}
+	}()
+	go func() {
+		if err := n.runDNS(ctx, cs, n.gw); err != nil && ctx.Err() == nil {
+			n.log.Error("cluster DNS on this node stopped", "err", err)
+		}
+	}()
 	if err := n.runKubeProxy(ctx); err != nil && ctx.Err() == nil {
 		return fmt.Errorf("kube-proxy: %w", err)
 	}
 	return nil
+}
+
+// ensureBridge creates the pod bridge with the gateway address before the
+// first pod (the CNI plugin adopts it), so that cluster DNS can listen
+// there from the start.
+func ensureBridge(gw netip.Prefix, mtu int) error {
+	l, err := netlink.LinkByName(BridgeName)
+	if err != nil {
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: BridgeName, MTU: mtu}}
+		if err := netlink.LinkAdd(br); err != nil {
+			return fmt.Errorf("create bridge %s: %w", BridgeName, err)
+		}
+		if l, err = netlink.LinkByName(BridgeName); err != nil {
+			return err
+		}
+	}
+	if err := netlink.AddrReplace(l, &netlink.Addr{IPNet: prefixNet(gw)}); err != nil {
+		return fmt.Errorf("address %s on %s: %w", gw, BridgeName, err)
+	}
+	return netlink.LinkSetUp(l)
 }
 
 // sysctls turns on forwarding and makes bridged pod traffic pass through

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
@@ -125,9 +126,14 @@ func (c *netCluster) tryIn(node *nodens.Node, bin string, args ...string) (strin
 	return string(out), err
 }
 
-// exec runs the app in pod with args and returns its output.
+// exec runs the app in pod (ns/name, or name in default) with args and
+// returns its output.
 func (c *netCluster) exec(pod string, args ...string) (string, error) {
-	return c.tryIn(c.a, cloudlessBin, append([]string{"kubectl", "exec", "-n", "default", pod, "--", "/app"}, args...)...)
+	ns, name, ok := strings.Cut(pod, "/")
+	if !ok {
+		ns, name = "default", pod
+	}
+	return c.tryIn(c.a, cloudlessBin, append([]string{"kubectl", "exec", "-n", ns, name, "--", "/app"}, args...)...)
 }
 
 // appPod is the test app pinned to node, labelled app=name.
@@ -192,12 +198,16 @@ func (c *netCluster) expect(t *testing.T, ctx context.Context, what, pod, want s
 	}
 }
 
-// expectFail checks that the app in pod, run with args, fails (each try
-// times out after 5 s inside the app).
-func (c *netCluster) expectFail(t *testing.T, what, pod string, args ...string) {
+// expectBlocked polls until the app in pod, run with args, fails (each
+// try gives up after 5 s inside the app), then checks it fails again.
+func (c *netCluster) expectBlocked(t *testing.T, ctx context.Context, what, pod string, args ...string) {
 	t.Helper()
+	poll(t, ctx, what+" blocked", func() (bool, error) {
+		_, err := c.exec(pod, args...)
+		return err != nil, nil
+	})
 	if out, err := c.exec(pod, args...); err == nil {
-		t.Errorf("%s: succeeded, want blocked: %s", what, out)
+		t.Errorf("%s: got through again after being blocked: %s", what, out)
 	}
 }
 
@@ -219,8 +229,8 @@ func TestNetwork(t *testing.T) {
 	outside := nodens.New(t, "out", 13)   // a server outside the cluster
 	client := nodens.New(t, "client", 14) // a client outside the cluster
 	c := startNetCluster(t, ctx, "nameserver "+outside.IP+"\n")
-	srv := startCmd(t, outside.Command(appBinary(t)))
-	_ = srv
+	startCmd(t, outside.Command(appBinary(t)))
+	upstream := startCmd(t, outside.Command(appBinary(t), "dns", ":53"))
 
 	ips := c.runPods(t, ctx, "default",
 		appPod("a1", "node-a", nil), appPod("a2", "node-a", nil), appPod("b1", "node-b", map[string]string{"app": "web"}))
@@ -274,6 +284,93 @@ func TestNetwork(t *testing.T) {
 		}
 	})
 
+	t.Run("cluster DNS", func(t *testing.T) {
+		poll(t, ctx, "both nodes serve cluster DNS", func() (bool, error) {
+			es, err := c.cs.DiscoveryV1().EndpointSlices("kube-system").Get(ctx, "kube-dns-cloudless", metav1.GetOptions{})
+			return err == nil && len(es.Endpoints) == 2, nil
+		})
+		// Pods get ndots:2 unless they set their own.
+		p, err := c.cs.CoreV1().Pods("default").Get(ctx, "a1", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ndots(p); got != "2" {
+			t.Errorf("pod a1's dnsConfig ndots = %q, want 2 (the server's default)", got)
+		}
+		own := appPod("own-ndots", "node-a", nil)
+		own.Spec.DNSConfig = &corev1.PodDNSConfig{Options: []corev1.PodDNSConfigOption{{Name: "ndots", Value: ptr.To("5")}}}
+		if own, err = c.cs.CoreV1().Pods("default").Create(ctx, own, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if got := ndots(own); got != "5" {
+			t.Errorf("a pod that sets ndots 5 got %q", got)
+		}
+
+		for _, name := range []string{"web.default", "web.default.svc.cluster.local"} {
+			c.expect(t, ctx, "a1 resolves "+name, "a1", web.Spec.ClusterIP, "resolve", name)
+			c.expect(t, ctx, "b1 resolves "+name, "b1", web.Spec.ClusterIP, "resolve", name)
+		}
+		// One external lookup: one upstream query per record type.
+		c.expect(t, ctx, "a1 resolves an external name", "a1", "192.0.2.10", "resolve", "api.example.test")
+		queries := strings.Count(upstream.stderr.String(), "query api.example.test")
+		if a := strings.Count(upstream.stderr.String(), "query api.example.test. A\n"); a != 1 || queries > 2 {
+			t.Errorf("one lookup of api.example.test cost %d upstream A queries (%d in all), want 1 (and at most one AAAA):\n%s", a, queries, upstream.stderr.String())
+		}
+	})
+
+	t.Run("NetworkPolicy", func(t *testing.T) {
+		for _, ns := range []string{"locked", "open"} {
+			if _, err := c.cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		lip := c.runPods(t, ctx, "locked", appPod("srv", "node-b", map[string]string{"app": "srv"}),
+			appPod("friend", "node-a", map[string]string{"role": "friend"}), appPod("stranger", "node-a", nil))
+		oip := c.runPods(t, ctx, "open", appPod("o1", "node-a", nil))
+		srv := "http://" + lip["srv"] + ":8080/"
+		c.expect(t, ctx, "stranger → srv before any policy", "locked/stranger", "pong", "get", srv)
+
+		// Default-deny ingress in locked: nothing reaches srv.
+		denyAll := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "default-deny", Namespace: "locked"},
+			Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}}
+		if _, err := c.cs.NetworkingV1().NetworkPolicies("locked").Create(ctx, denyAll, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		c.expectBlocked(t, ctx, "stranger → srv under default-deny", "locked/stranger", "get", srv)
+		c.expectBlocked(t, ctx, "a1 (another namespace) → srv under default-deny", "a1", "get", srv)
+
+		// Allow exactly role=friend pods of locked, on the named port.
+		allow := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "friends", Namespace: "locked"},
+			Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "srv"}},
+				Ingress: []networkingv1.NetworkPolicyIngressRule{{
+					From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"role": "friend"}}}},
+					Ports: []networkingv1.NetworkPolicyPort{{Port: ptr.To(intstr.FromString("http"))}},
+				}}}}
+		if _, err := c.cs.NetworkingV1().NetworkPolicies("locked").Create(ctx, allow, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		c.expect(t, ctx, "friend → srv (allowed, across nodes)", "locked/friend", "pong", "get", srv)
+		c.expectBlocked(t, ctx, "stranger → srv (not a friend)", "locked/stranger", "get", srv)
+		// Pods no policy selects stay open.
+		c.expect(t, ctx, "a1 → o1 (open namespace)", "a1", "pong", "get", "http://"+oip["o1"]+":8080/")
+		c.expect(t, ctx, "srv → a1 (egress of srv is not isolated)", "locked/srv", "pong", "get", "http://"+ips["a1"]+":8080/")
+
+		// Egress: o1 may reach app=web pods in default only (and DNS).
+		egress := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "only-web", Namespace: "open"},
+			Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
+				Egress: []networkingv1.NetworkPolicyEgressRule{{To: []networkingv1.NetworkPolicyPeer{{
+					NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "default"}},
+					PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+				}}}}}}
+		if _, err := c.cs.NetworkingV1().NetworkPolicies("open").Create(ctx, egress, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		c.expectBlocked(t, ctx, "o1 → a2 under egress policy", "open/o1", "get", "http://"+ips["a2"]+":8080/")
+		c.expectBlocked(t, ctx, "o1 → the outside under egress policy", "open/o1", "get", "http://"+outside.IP+":8080/")
+		c.expect(t, ctx, "o1 → b1 (app=web, allowed)", "open/o1", "pong", "get", "http://"+ips["b1"]+":8080/")
+		c.expect(t, ctx, "o1 → web via its ClusterIP and DNS (allowed)", "open/o1", "pong", "get", "http://web.default/")
+	})
+
 	t.Run("agent restart keeps connections", func(t *testing.T) {
 		// A keep-alive connection from the host through node-b's NodePort
 		// to b1 must survive the agent's restart.
@@ -306,4 +403,43 @@ func TestNetwork(t *testing.T) {
 			t.Errorf("the connection opened before the restart: reused %v, err %v", reused, err)
 		}
 	})
+
+	t.Run("cluster DNS survives the loss of a node", func(t *testing.T) {
+		c.agentB.kill()
+		poll(t, ctx, "node-b NotReady", func() (bool, error) {
+			n, err := c.cs.CoreV1().Nodes().Get(ctx, "node-b", metav1.GetOptions{})
+			return err == nil && !nodeIsReady(n), err
+		})
+		poll(t, ctx, "node-b's DNS endpoint not ready", func() (bool, error) {
+			es, err := c.cs.DiscoveryV1().EndpointSlices("kube-system").Get(ctx, "kube-dns-cloudless", metav1.GetOptions{})
+			if err != nil {
+				return false, err
+			}
+			for _, e := range es.Endpoints {
+				if *e.NodeName == "node-b" {
+					return !*e.Conditions.Ready, nil
+				}
+			}
+			return false, nil
+		})
+		// Give kube-proxy on node-a a moment to drop the endpoint: poll
+		// for the first success, then every lookup must succeed.
+		c.expect(t, ctx, "a1 resolves with node-b gone", "a1", web.Spec.ClusterIP, "resolve", "web.default")
+		for i := range 5 {
+			if out, err := c.exec("a1", "resolve", "web.default"); err != nil || strings.TrimSpace(out) != web.Spec.ClusterIP {
+				t.Errorf("lookup %d with node-b gone: %v %s", i, err, out)
+			}
+		}
+	})
+}
+
+func ndots(p *corev1.Pod) string {
+	if p.Spec.DNSConfig != nil {
+		for _, o := range p.Spec.DNSConfig.Options {
+			if o.Name == "ndots" && o.Value != nil {
+				return *o.Value
+			}
+		}
+	}
+	return ""
 }

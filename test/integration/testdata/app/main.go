@@ -6,6 +6,8 @@
 //	app echo WORDS      print WORDS (for kubectl exec)
 //	app get URL         print the body at URL (exit 1 on failure, within 5 s)
 //	app resolve NAME    print NAME's addresses, one per line, as the pod's resolver finds them
+//	app dns ADDR        an "upstream" DNS server on ADDR: example.test names are 192.0.2.10,
+//	                    the rest NXDOMAIN; it logs "query NAME TYPE" to stderr for each question
 package main
 
 import (
@@ -19,6 +21,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 func main() {
@@ -66,6 +70,24 @@ func command(name string, args []string) error {
 			return fmt.Errorf("%s: %s", resp.Status, body)
 		}
 		fmt.Print(string(body))
+	case "dns":
+		dns.HandleFunc(".", func(w dns.ResponseWriter, q *dns.Msg) {
+			m := new(dns.Msg)
+			m.SetReply(q)
+			name := q.Question[0].Name
+			fmt.Fprintf(os.Stderr, "query %s %s\n", name, dns.TypeToString[q.Question[0].Qtype])
+			switch {
+			case !dns.IsSubDomain("example.test.", name):
+				m.Rcode = dns.RcodeNameError
+			case q.Question[0].Qtype == dns.TypeA:
+				m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.ParseIP("192.0.2.10")})
+			}
+			w.WriteMsg(m)
+		})
+		errc := make(chan error, 2)
+		go func() { errc <- (&dns.Server{Addr: args[0], Net: "udp"}).ListenAndServe() }()
+		go func() { errc <- (&dns.Server{Addr: args[0], Net: "tcp"}).ListenAndServe() }()
+		return <-errc
 	case "resolve":
 		// The pure-Go resolver follows resolv.conf (search, ndots) as libc does.
 		r := &net.Resolver{PreferGo: true}

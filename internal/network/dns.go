@@ -1,0 +1,86 @@
+package network
+
+// The only file that imports CoreDNS. Every node runs it in this process
+// and serves cluster DNS on its pod gateway address (reachable from pods
+// on any node through the pod network, never from the LAN); the server
+// lists the Ready nodes' addresses as the endpoints of the cluster DNS
+// Service, so losing a node loses one endpoint, not DNS.
+//
+// CoreDNS's loop plugin is left out: it halts the whole process when it
+// sees a loop, which here would take the node down. The loop is prevented
+// where it starts instead: the upstreams (the agent's resolv.conf) never
+// include a loopback address, and nothing outside the node can reach
+// this server to forward back to it.
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/coredns/caddy"
+	"github.com/coredns/coredns/core/dnsserver"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+
+	_ "github.com/coredns/coredns/plugin/bind"
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/forward"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/log"
+	_ "github.com/coredns/coredns/plugin/ready"
+)
+
+const (
+	// DNSPort is where each node's cluster DNS listens, on its pod
+	// gateway address; the Service's port 53 maps to it.
+	DNSPort = 10053
+	// AnnotationDNS carries the address of the node's cluster DNS once
+	// it answers.
+	AnnotationDNS = "cloudless.dev/dns-address"
+	dnsHealthAddr = "127.0.0.1:10054"
+	dnsReadyAddr  = "127.0.0.1:10055"
+)
+
+func init() { dnsserver.Quiet = true }
+
+// corefile is the node's CoreDNS configuration.
+func (n *Network) corefile(gw netip.Addr) string {
+	return fmt.Sprintf(`.:%d {
+    bind %s
+    errors
+    health %s
+    ready %s
+    kubernetes %s in-addr.arpa ip6.arpa {
+        kubeconfig %s
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+        ttl 30
+    }
+    cache 30
+    forward . %s {
+        max_concurrent 1000
+    }
+}
+`, DNSPort, gw, dnsHealthAddr, dnsReadyAddr, n.cfg.ClusterDomain, n.cfg.Kubeconfig, n.cfg.ResolvConf)
+}
+
+// runDNS serves cluster DNS on gw until ctx ends, and announces it on the
+// node once it answers.
+func (n *Network) runDNS(ctx context.Context, cs kubernetes.Interface, gw netip.Addr) error {
+	inst, err := caddy.Start(caddy.CaddyfileInput{Contents: []byte(n.corefile(gw)), Filepath: "Corefile", ServerTypeName: "dns"})
+	if err != nil {
+		return fmt.Errorf("cluster DNS: %w", err)
+	}
+	defer inst.Stop()
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, AnnotationDNS, netip.AddrPortFrom(gw, DNSPort).String())
+	if _, err := cs.CoreV1().Nodes().Patch(ctx, n.cfg.NodeName, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("cluster DNS: announce on node %s: %w", n.cfg.NodeName, err)
+	}
+	n.log.Info("cluster DNS serving", "address", netip.AddrPortFrom(gw, DNSPort), "upstreams", strings.TrimSpace(n.cfg.ResolvConf))
+	<-ctx.Done()
+	return nil
+}
