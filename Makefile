@@ -16,6 +16,7 @@ bench: build
 	bench/datastore/run.sh
 	bench/server/run.sh
 	bench/agent/run.sh
+	bench/network/run.sh
 
 clean:
 	rm -rf bin

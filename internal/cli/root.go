@@ -33,7 +33,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})), nil
 	}
-	root.AddCommand(newDatastoreCmd(logger), newServerCmd(logger), newAgentCmd(logger), newKubectlCmd(), newCertsCmd(), newTokenCmd(), newSecretsEncryptCmd(), newResetCmd(), newImagesCmd(), newContainerdCmd(), newVersionCmd())
+	root.AddCommand(newDatastoreCmd(logger), newServerCmd(logger), newAgentCmd(logger), newKubectlCmd(), newCertsCmd(), newTokenCmd(), newSecretsEncryptCmd(), newResetCmd(), newImagesCmd(), newContainerdCmd(), newVersionCmd(), newDebugCmd())
 	hideUpstreamGlobalFlags()
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)

@@ -261,7 +261,7 @@ func (pc *policyController) ruleFor(dir, ns string, peers []networkingv1.Network
 	var out []string
 	for _, m := range matches {
 		for _, pm := range portMatches {
-			out = append(out, strings.TrimSpace(m+" "+pm)+" return")
+			out = append(out, strings.Join(slices.DeleteFunc([]string{m, pm, "return"}, func(s string) bool { return s == "" }), " "))
 		}
 	}
 	return out
@@ -277,7 +277,7 @@ func ptrOr[T any](p *T, def T) T {
 func namedPort(pod *corev1.Pod, name string, proto corev1.Protocol) int32 {
 	for _, c := range pod.Spec.Containers {
 		for _, p := range c.Ports {
-			if p.Name == name && ptrOr(&p.Protocol, corev1.ProtocolTCP) == proto {
+			if p.Name == name && (p.Protocol == proto || p.Protocol == "" && proto == corev1.ProtocolTCP) {
 				return p.ContainerPort
 			}
 		}

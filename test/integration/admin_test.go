@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
+	"github.com/cloudless-dev/cloudless/internal/testutil/nodens"
 	"github.com/cloudless-dev/cloudless/internal/token"
 )
 
@@ -196,6 +197,7 @@ func TestServerRejectsBadInput(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	unknown := filepath.Join(dir, "unknown.yaml")
 	os.WriteFile(unknown, []byte("cluster-cdir: 10.50.0.0/16\n"), 0o600)
+	nodens.New(t, "bad", 249) // a network of this machine: 10.250.249.0/24
 	newer := filepath.Join(dir, "newer")
 	os.MkdirAll(newer, 0o700)
 	os.WriteFile(filepath.Join(newer, "layout-version"), []byte("99\n"), 0o600)
@@ -217,6 +219,11 @@ func TestServerRejectsBadInput(t *testing.T) {
 		{"unreachable PostgreSQL", []string{"--datastore-endpoint", "postgres://cloudless@127.0.0.1:1/x", "--token", "x"}, "connect to PostgreSQL"},
 		{"unwritable data dir", []string{"--data-dir", "/dev/null/data"}, "choose a writable --data-dir"},
 		{"shared datastore without token", []string{"--datastore-endpoint", "postgres://db/k8s"}, "--datastore-endpoint needs --token"},
+		{"unknown network backend", []string{"--network-backend", "flannel"}, "use vxlan (works across routed networks) or host-gw"},
+		{"unknown proxy mode", []string{"--proxy-mode", "userspace"}, "use nftables (the default), iptables or ipvs"},
+		{"ndots out of range", []string{"--pod-dns-ndots", "20"}, "--pod-dns-ndots 20"},
+		{"pod network over this machine's network", []string{"--cluster-cidr", "10.250.0.0/16"},
+			"--cluster-cidr 10.250.0.0/16 overlaps this machine's route 10.250."},
 		{"bad pod security level", []string{"--pod-security-enforce", "strict"}, "want privileged, baseline or restricted"},
 		{"port in use", []string{"--bind-address", "127.0.0.1", "--https-listen-port", fmt.Sprint(busyPort(t))}, "kube-apiserver's port"},
 		{"controller-manager port in use", []string{"--kube-controller-manager-arg=--secure-port=" + fmt.Sprint(busyPort(t))}, "kube-controller-manager's port"},

@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"archive/tar"
+	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
@@ -369,6 +371,41 @@ func TestNetwork(t *testing.T) {
 		c.expectBlocked(t, ctx, "o1 → the outside under egress policy", "open/o1", "get", "http://"+outside.IP+":8080/")
 		c.expect(t, ctx, "o1 → b1 (app=web, allowed)", "open/o1", "pong", "get", "http://"+ips["b1"]+":8080/")
 		c.expect(t, ctx, "o1 → web via its ClusterIP and DNS (allowed)", "open/o1", "pong", "get", "http://web.default/")
+	})
+
+	t.Run("debug network snapshot", func(t *testing.T) {
+		out, err := c.tryIn(c.a, cloudlessBin, "debug", "network", "--data-dir", filepath.Join(c.dir, "a"), "-o", "-")
+		if err != nil {
+			t.Fatalf("debug network: %v\n%s", err, tail([]byte(out), 10))
+		}
+		files := map[string]string{}
+		zr, err := gzip.NewReader(strings.NewReader(out))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := tar.NewReader(zr)
+		for {
+			h, err := tr.Next()
+			if err != nil {
+				break
+			}
+			b, _ := io.ReadAll(tr)
+			files[h.Name] = string(b)
+		}
+		for name, want := range map[string]string{
+			"network/nft-ruleset.txt":                        "table ip kube-proxy",
+			"network/ip-route.txt":                           "dev cl-vxlan",
+			"network/conntrack.txt":                          "flow entries",
+			"network/kube-proxy-healthz.txt":                 "lastUpdated",
+			"network/data-dir/agent/network/kube-proxy.yaml": "mode: nftables",
+		} {
+			if !strings.Contains(files[name], want) {
+				t.Errorf("snapshot %s does not contain %q:\n%s", name, want, tail([]byte(files[name]), 5))
+			}
+		}
+		if !strings.Contains(files["network/nft-ruleset.txt"], "table ip cloudless-policy") {
+			t.Error("the snapshot's ruleset has no NetworkPolicy table")
+		}
 	})
 
 	t.Run("agent restart keeps connections", func(t *testing.T) {
