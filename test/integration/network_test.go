@@ -374,10 +374,15 @@ func TestNetwork(t *testing.T) {
 	})
 
 	t.Run("debug network snapshot", func(t *testing.T) {
-		out, err := c.tryIn(c.a, cloudlessBin, "debug", "network", "--data-dir", filepath.Join(c.dir, "a"), "-o", "-")
-		if err != nil {
-			t.Fatalf("debug network: %v\n%s", err, tail([]byte(out), 10))
+		cmd := c.a.Command(cloudlessBin, "debug", "network", "--data-dir", filepath.Join(c.dir, "a"), "-o", "-")
+		cmd.Env = append(os.Environ(), "CLOUDLESS_CONFIG=")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		raw, err := cmd.Output()
+		if err != nil || !strings.Contains(stderr.String(), "collecting nft-ruleset.txt") {
+			t.Fatalf("debug network: %v (progress on stderr: %q)", err, tail([]byte(stderr.String()), 5))
 		}
+		out := string(raw)
 		files := map[string]string{}
 		zr, err := gzip.NewReader(strings.NewReader(out))
 		if err != nil {
