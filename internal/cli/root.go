@@ -6,6 +6,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -33,14 +34,24 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})), nil
 	}
-	root.AddCommand(newDatastoreCmd(logger), newServerCmd(logger), newAgentCmd(logger), newKubectlCmd(), newCertsCmd(), newTokenCmd(), newSecretsEncryptCmd(), newResetCmd(), newImagesCmd(), newContainerdCmd(), newVersionCmd(), newDebugCmd())
+	root.AddCommand(newDatastoreCmd(logger), newServerCmd(logger), newAgentCmd(logger), newKubectlCmd(), newCertsCmd(), newTokenCmd(), newSecretsEncryptCmd(), newResetCmd(), newImagesCmd(), newContainerdCmd(), newVersionCmd(), newDebugCmd(), newLintCmd(), newDoctorCmd())
 	hideUpstreamGlobalFlags()
 	if err := root.ExecuteContext(ctx); err != nil {
+		var code exitCode
+		if errors.As(err, &code) {
+			return int(code)
+		}
 		fmt.Fprintf(stderr, "error: %v\n", err)
 		return 1
 	}
 	return 0
 }
+
+// exitCode ends a command with that code and no message (it printed its
+// own report).
+type exitCode int
+
+func (c exitCode) Error() string { return fmt.Sprintf("exit code %d", int(c)) }
 
 // writeJSON writes v indented, for -o json.
 func writeJSON(w io.Writer, v any) error {

@@ -1,0 +1,161 @@
+package doctor
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/cloudless-dev/cloudless/internal/lint"
+)
+
+// clusterChecks reads the cluster once and checks it. An unreachable
+// cluster is one error naming the address and the fix.
+func clusterChecks(ctx context.Context, cfg Config, r *reporter) error {
+	rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	if err != nil {
+		return fmt.Errorf("kubeconfig %s: %w (give --kubeconfig, or --host-only)", cfg.Kubeconfig, err)
+	}
+	rc.Timeout = 5 * time.Second
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	body, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").Param("verbose", "true").DoRaw(ctx)
+	if err != nil && len(body) == 0 {
+		return fmt.Errorf("the cluster at %s does not answer: %v; is `cloudless server` running? (or check only this host with --host-only)", rc.Host, err)
+	}
+	if strings.Contains(string(body), "[-]etcd") {
+		r.add("CL-DS-002", lint.Error, "datastore", "kube-apiserver reports its datastore unhealthy: writes fail", "check `cloudless server`'s log for datastore errors, and the disk (CL-HOST-005)")
+	}
+	var objs []*lint.Object
+	add := func(kind string, o metav1.Object, obj runtime.Object) {
+		objs = append(objs, &lint.Object{Obj: obj, Kind: kind, Namespace: o.GetNamespace(), Name: o.GetName(), Annotations: o.GetAnnotations()})
+	}
+	all := metav1.ListOptions{ResourceVersion: "0"}
+	deps, err := cs.AppsV1().Deployments("").List(ctx, all)
+	if err != nil {
+		return fmt.Errorf("list Deployments: %w", err)
+	}
+	for i := range deps.Items {
+		add("Deployment", &deps.Items[i], &deps.Items[i])
+	}
+	if l, err := cs.AppsV1().StatefulSets("").List(ctx, all); err == nil {
+		for i := range l.Items {
+			add("StatefulSet", &l.Items[i], &l.Items[i])
+		}
+	}
+	if l, err := cs.AppsV1().DaemonSets("").List(ctx, all); err == nil {
+		for i := range l.Items {
+			add("DaemonSet", &l.Items[i], &l.Items[i])
+		}
+	}
+	if l, err := cs.CoreV1().Services("").List(ctx, all); err == nil {
+		for i := range l.Items {
+			s := &l.Items[i]
+			add("Service", s, s)
+			if s.Spec.Type == corev1.ServiceTypeLoadBalancer && len(s.Status.LoadBalancer.Ingress) == 0 {
+				r.add("CL-LB-001", lint.Warning, "Service "+s.Namespace+"/"+s.Name, "the LoadBalancer Service has no address: it stays <pending> and nothing outside reaches it", "give the cluster an address pool for LoadBalancer Services, or use type NodePort")
+			}
+		}
+	}
+	if l, err := cs.NetworkingV1().NetworkPolicies("").List(ctx, all); err == nil {
+		for i := range l.Items {
+			add("NetworkPolicy", &l.Items[i], &l.Items[i])
+		}
+	}
+	if l, err := cs.AutoscalingV2().HorizontalPodAutoscalers("").List(ctx, all); err == nil {
+		for i := range l.Items {
+			add("HorizontalPodAutoscaler", &l.Items[i], &l.Items[i])
+		}
+	}
+	pods, err := cs.CoreV1().Pods("").List(ctx, all)
+	if err != nil {
+		return fmt.Errorf("list pods: %w", err)
+	}
+	for i := range pods.Items {
+		if len(pods.Items[i].OwnerReferences) == 0 {
+			add("Pod", &pods.Items[i], &pods.Items[i])
+		}
+	}
+	if l, err := cs.CoreV1().PersistentVolumeClaims("").List(ctx, all); err == nil {
+		for _, c := range l.Items {
+			if c.Status.Phase == corev1.ClaimPending && time.Since(c.CreationTimestamp.Time) > time.Minute {
+				r.add("CL-PVC-001", lint.Warning, "PersistentVolumeClaim "+c.Namespace+"/"+c.Name, "the claim is Pending: its pods cannot start", "install a storage provisioner for its storageClassName, or create a matching PersistentVolume")
+			}
+		}
+	}
+	r.findings = append(r.findings, lint.Run(objs)...)
+	nodes, err := cs.CoreV1().Nodes().List(ctx, all)
+	if err != nil {
+		return fmt.Errorf("list nodes: %w", err)
+	}
+	surgeChecks(deps.Items, pods.Items, nodes.Items, r)
+	return nil
+}
+
+// surgeChecks reports Deployments whose rolling update needs more free
+// CPU or memory than the nodes have: the rollout stalls with pods Pending.
+func surgeChecks(deps []appsv1.Deployment, pods []corev1.Pod, nodes []corev1.Node, r *reporter) {
+	free := corev1.ResourceList{corev1.ResourceCPU: resource.Quantity{}, corev1.ResourceMemory: resource.Quantity{}}
+	for _, n := range nodes {
+		for k := range free {
+			q := free[k]
+			q.Add(n.Status.Allocatable[k])
+			free[k] = q
+		}
+	}
+	for _, p := range pods {
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed || p.Spec.NodeName == "" {
+			continue
+		}
+		for _, c := range p.Spec.Containers {
+			for k := range free {
+				q := free[k]
+				q.Sub(c.Resources.Requests[k])
+				free[k] = q
+			}
+		}
+	}
+	for _, d := range deps {
+		if d.Spec.Strategy.Type == appsv1.RecreateDeploymentStrategyType {
+			continue
+		}
+		replicas := 1
+		if d.Spec.Replicas != nil {
+			replicas = int(*d.Spec.Replicas)
+		}
+		surgeVal := intstr.FromString("25%")
+		if ru := d.Spec.Strategy.RollingUpdate; ru != nil && ru.MaxSurge != nil {
+			surgeVal = *ru.MaxSurge
+		}
+		surge, err := intstr.GetScaledValueFromIntOrPercent(&surgeVal, replicas, true)
+		if err != nil || surge == 0 {
+			continue
+		}
+		for k, left := range free {
+			need := resource.Quantity{}
+			for _, c := range d.Spec.Template.Spec.Containers {
+				q := c.Resources.Requests[k]
+				need.Add(q)
+			}
+			total := need.DeepCopy()
+			for range surge - 1 {
+				total.Add(need)
+			}
+			if !need.IsZero() && total.Cmp(left) > 0 {
+				r.add("CL-ROLL-001", lint.Warning, "Deployment "+d.Namespace+"/"+d.Name, fmt.Sprintf("a rolling update starts %d extra pods needing %s %s, and the nodes have %s free: the rollout stalls with pods Pending", surge, total.String(), k, left.String()),
+					"lower spec.strategy.rollingUpdate.maxSurge (with maxUnavailable > 0), or free capacity")
+			}
+		}
+	}
+}

@@ -1,0 +1,250 @@
+// Package doctor checks this host and the live cluster for the on-prem
+// foot-guns: kernel settings and modules, conntrack, swap, clock, the
+// data dir's fsync latency, certificate expiry, the datastore, and the
+// cluster's objects (internal/lint's checks, plus what only a live
+// cluster shows: pending LoadBalancers and claims, rollouts that do not
+// fit). `cloudless doctor` prints its report.
+package doctor
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cloudless-dev/cloudless/internal/lint"
+)
+
+// Facts are what the host checks measured, reported as they are.
+type Facts struct {
+	IPForward        int     `json:"ip_forward"`
+	BridgeNFCall     int     `json:"bridge_nf_call_iptables"` // -1: br_netfilter absent
+	ConntrackCount   int     `json:"conntrack_count"`         // -1: nf_conntrack absent
+	ConntrackMax     int     `json:"conntrack_max"`
+	SwapTotalKB      int     `json:"swap_total_kb"`
+	ClockSynced      bool    `json:"clock_synchronized"`
+	FsyncP99Millis   float64 `json:"fsync_p99_ms"`
+	FsyncDir         string  `json:"fsync_dir"`
+	Overlayfs        bool    `json:"overlayfs"`
+	DatastoreBytes   int64   `json:"datastore_bytes"`
+	NameserversValid bool    `json:"upstream_nameservers"`
+}
+
+// Config says where to look.
+type Config struct {
+	DataDir    string
+	Kubeconfig string // empty: host checks only
+	// Root is where /proc and /etc are read from (tests use a fake tree).
+	Root string
+	// FsyncSamples is how many 2 KiB write+fdatasync rounds measure the
+	// data dir's disk (etcd's guidance: p99 under 10 ms).
+	FsyncSamples int
+}
+
+// Result is the report plus the measured facts.
+type Result struct {
+	lint.Report
+	Facts   Facts   `json:"facts"`
+	Seconds float64 `json:"seconds"`
+}
+
+type reporter struct{ findings []lint.Finding }
+
+func (r *reporter) add(id string, sev lint.Severity, object, msg, fix string) {
+	r.findings = append(r.findings, lint.Finding{ID: id, Severity: sev, Level: sev.String(), Object: object, Message: msg, Fix: fix})
+}
+
+// Run checks the host and, with a kubeconfig, the cluster.
+func Run(ctx context.Context, cfg Config) (Result, error) {
+	start := time.Now()
+	if cfg.Root == "" {
+		cfg.Root = "/"
+	}
+	if cfg.FsyncSamples == 0 {
+		cfg.FsyncSamples = 200
+	}
+	var r reporter
+	f := hostChecks(cfg, &r)
+	var notes []lint.Note
+	if cfg.Kubeconfig != "" {
+		if err := clusterChecks(ctx, cfg, &r); err != nil {
+			return Result{}, err
+		}
+	}
+	slices.SortStableFunc(r.findings, func(a, b lint.Finding) int { return strings.Compare(a.ID, b.ID) })
+	return Result{Report: lint.Report{Findings: r.findings, Notes: notes}, Facts: f, Seconds: time.Since(start).Seconds()}, nil
+}
+
+func readInt(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return -1
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+func hostChecks(cfg Config, r *reporter) Facts {
+	var f Facts
+	f.IPForward = readInt(filepath.Join(cfg.Root, "/proc/sys/net/ipv4/ip_forward"))
+	if f.IPForward != 1 {
+		r.add("CL-HOST-001", lint.Error, "sysctl net.ipv4.ip_forward", "IP forwarding is off: pod traffic cannot leave its node", "sysctl -w net.ipv4.ip_forward=1 and set it in /etc/sysctl.d/ (the agent sets it at start)")
+	}
+	f.BridgeNFCall = readInt(filepath.Join(cfg.Root, "/proc/sys/net/bridge/bridge-nf-call-iptables"))
+	if f.BridgeNFCall < 0 {
+		r.add("CL-HOST-006", lint.Error, "kernel module br_netfilter", "br_netfilter is not loaded: Service traffic between pods on one node and NetworkPolicy on a node do not work", "modprobe br_netfilter, and list it in /etc/modules-load.d/cloudless.conf")
+	}
+	f.ConntrackCount = readInt(filepath.Join(cfg.Root, "/proc/sys/net/netfilter/nf_conntrack_count"))
+	f.ConntrackMax = readInt(filepath.Join(cfg.Root, "/proc/sys/net/netfilter/nf_conntrack_max"))
+	if f.ConntrackCount >= 0 && f.ConntrackMax > 0 {
+		used := float64(f.ConntrackCount) / float64(f.ConntrackMax)
+		switch {
+		case used >= 0.9:
+			r.add("CL-HOST-002", lint.Error, "conntrack table", fmt.Sprintf("the conntrack table is %.0f%% full (%d of %d): new connections are dropped when it fills", used*100, f.ConntrackCount, f.ConntrackMax), "raise net.netfilter.nf_conntrack_max (sysctl.d), or find what opens so many connections")
+		case used >= 0.75:
+			r.add("CL-HOST-002", lint.Warning, "conntrack table", fmt.Sprintf("the conntrack table is %.0f%% full (%d of %d): new connections are dropped when it fills", used*100, f.ConntrackCount, f.ConntrackMax), "raise net.netfilter.nf_conntrack_max (sysctl.d)")
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(cfg.Root, "/proc/swaps")); err == nil {
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n")[1:] {
+			if fs := strings.Fields(l); len(fs) >= 3 {
+				n, _ := strconv.Atoi(fs[2])
+				f.SwapTotalKB += n
+			}
+		}
+	}
+	if f.SwapTotalKB > 0 {
+		r.add("CL-HOST-003", lint.Error, "swap", fmt.Sprintf("%d KiB of swap is on: the kubelet refuses to start, and memory limits stop meaning what they say", f.SwapTotalKB), "swapoff -a and remove swap from /etc/fstab")
+	}
+	var tx unix.Timex
+	state, err := unix.Adjtimex(&tx)
+	f.ClockSynced = err == nil && state != unix.TIME_ERROR && tx.Status&unix.STA_UNSYNC == 0
+	if !f.ClockSynced {
+		r.add("CL-HOST-004", lint.Warning, "clock", "the kernel clock is not synchronized: certificates look expired or not yet valid, and leases misbehave across nodes", "run a time sync daemon (systemd-timesyncd, chrony) against reachable NTP servers")
+	}
+	if fs, err := os.ReadFile(filepath.Join(cfg.Root, "/proc/filesystems")); err == nil {
+		f.Overlayfs = strings.Contains(string(fs), "overlay")
+	}
+	if !f.Overlayfs {
+		r.add("CL-HOST-006", lint.Error, "kernel module overlay", "overlayfs is missing: containerd cannot unpack images", "modprobe overlay, and list it in /etc/modules-load.d/cloudless.conf")
+	}
+	f.FsyncDir = cfg.DataDir
+	if _, err := os.Stat(cfg.DataDir); err != nil {
+		f.FsyncDir = filepath.Dir(cfg.DataDir)
+	}
+	p99, err := fsyncP99(f.FsyncDir, cfg.FsyncSamples)
+	if err != nil {
+		r.add("CL-HOST-005", lint.Warning, "disk of "+f.FsyncDir, "fsync latency could not be measured: "+err.Error(), "run doctor as root")
+	} else {
+		f.FsyncP99Millis = float64(p99.Microseconds()) / 1000
+		if p99 > 10*time.Millisecond {
+			r.add("CL-HOST-005", lint.Warning, "disk of "+f.FsyncDir, fmt.Sprintf("fsync p99 is %.1f ms (etcd's guidance: under 10 ms): every API write waits for it, and leader leases and watches stall", f.FsyncP99Millis), "put --data-dir on an SSD with power-loss protection, away from busy disks")
+		}
+	}
+	f.DatastoreBytes = dirSize(filepath.Join(cfg.DataDir, "datastore"))
+	if f.DatastoreBytes > 2<<30 {
+		r.add("CL-DS-001", lint.Warning, "datastore", fmt.Sprintf("the datastore holds %.1f GiB: start and compaction slow down, and something is likely writing too much", float64(f.DatastoreBytes)/(1<<30)), "find the biggest keys with `cloudless datastore` tools; check Events and leases churn")
+	}
+	f.NameserversValid = upstreamResolvers(cfg.Root)
+	if !f.NameserversValid {
+		r.add("CL-DNS-002", lint.Warning, "/etc/resolv.conf", "no upstream resolver besides loopback stubs: pods resolve cluster names only, and a kubelet pointed at 127.0.0.53 makes pods query themselves", "configure real nameservers (or systemd-resolved's upstreams), or give --resolv-conf")
+	}
+	certChecks(cfg.DataDir, r)
+	return f
+}
+
+func upstreamResolvers(root string) bool {
+	for _, src := range []string{"/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"} {
+		b, err := os.ReadFile(filepath.Join(root, src))
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			fs := strings.Fields(l)
+			if len(fs) >= 2 && fs[0] == "nameserver" && !strings.HasPrefix(fs[1], "127.") && fs[1] != "::1" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// fsyncP99 writes 2 KiB and fdatasyncs, n times, as etcd's WAL does.
+func fsyncP99(dir string, n int) (time.Duration, error) {
+	f, err := os.CreateTemp(dir, ".cloudless-doctor-fsync-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	buf := make([]byte, 2048)
+	lat := make([]time.Duration, 0, n)
+	for range n {
+		t := time.Now()
+		if _, err := f.Write(buf); err != nil {
+			return 0, err
+		}
+		if err := unix.Fdatasync(int(f.Fd())); err != nil {
+			return 0, err
+		}
+		lat = append(lat, time.Since(t))
+	}
+	slices.Sort(lat)
+	return lat[len(lat)*99/100], nil
+}
+
+func dirSize(dir string) int64 {
+	var n int64
+	filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n
+}
+
+// certChecks reports certificates under the data dir close to expiry.
+func certChecks(dataDir string, r *reporter) {
+	filepath.Walk(dataDir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || fi.IsDir() || !strings.HasSuffix(p, ".crt") && !strings.HasSuffix(p, ".pem") || strings.Contains(p, "/containerd/") {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil
+		}
+		blk, _ := pem.Decode(b)
+		if blk == nil || blk.Type != "CERTIFICATE" {
+			return nil
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil
+		}
+		left := time.Until(c.NotAfter)
+		sev := lint.Severity(-1)
+		switch {
+		case left < 7*24*time.Hour:
+			sev = lint.Error
+		case left < 30*24*time.Hour:
+			sev = lint.Warning
+		}
+		if sev >= 0 {
+			r.add("CL-HOST-007", sev, p, fmt.Sprintf("certificate %q expires %s (%s, in %.0f days): clients are refused from then on", c.Subject.CommonName, c.NotAfter.Format(time.RFC3339), c.NotAfter.Weekday(), left.Hours()/24),
+				"a running server renews its leaf certificates itself; for the CA see docs/security.md (CA rotation)")
+		}
+		return nil
+	})
+}
