@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -250,6 +253,49 @@ func TestAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	poll(t, ctx, "a container shim again", func() (bool, error) { return len(agent.Shims(runDir)) > 0, nil })
+
+	// doctor on this running cluster: the host facts are /proc's, and the
+	// live Deployment (no requests) is reported.
+	out, errOut, err := cli(t, "doctor", "--data-dir", data, "-o", "json", "--fsync-samples", "50")
+	var code *exec.ExitError
+	if err != nil && !errors.As(err, &code) {
+		t.Fatalf("doctor: %v\n%s", err, errOut)
+	}
+	var rep struct {
+		Findings []struct{ ID, Object string }
+		Facts    struct {
+			IPForward      int     `json:"ip_forward"`
+			ConntrackMax   int     `json:"conntrack_max"`
+			SwapTotalKB    int     `json:"swap_total_kb"`
+			FsyncP99Millis float64 `json:"fsync_p99_ms"`
+		}
+		Seconds float64
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("doctor -o json: %v\n%s\n%s", err, out, errOut)
+	}
+	procInt := func(path string) int {
+		b, _ := os.ReadFile(path)
+		n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		return n
+	}
+	if rep.Facts.IPForward != procInt("/proc/sys/net/ipv4/ip_forward") || rep.Facts.ConntrackMax != procInt("/proc/sys/net/netfilter/nf_conntrack_max") {
+		t.Errorf("doctor facts %+v differ from /proc", rep.Facts)
+	}
+	if swaps, _ := os.ReadFile("/proc/swaps"); (rep.Facts.SwapTotalKB > 0) != (strings.Count(strings.TrimSpace(string(swaps)), "\n") > 0) {
+		t.Errorf("doctor says swap %d KiB; /proc/swaps:\n%s", rep.Facts.SwapTotalKB, swaps)
+	}
+	if rep.Facts.FsyncP99Millis <= 0 {
+		t.Error("doctor measured no fsync latency")
+	}
+	sawApp := false
+	for _, f := range rep.Findings {
+		sawApp = sawApp || f.ID == "CL-RES-001" && f.Object == "Deployment default/app"
+	}
+	if !sawApp {
+		t.Errorf("doctor did not report the live Deployment without requests (CL-RES-001): %+v", rep.Findings)
+	}
+	t.Logf("doctor took %.1f s", rep.Seconds)
 	p.kill()
 	mustCLI(t, "reset", "--data-dir", data, "--yes")
 	if n := len(agent.Shims(runDir)); n != 0 {
