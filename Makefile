@@ -17,6 +17,7 @@ bench: build
 	bench/server/run.sh
 	bench/agent/run.sh
 	bench/network/run.sh
+	bench/lint/run.sh
 
 clean:
 	rm -rf bin

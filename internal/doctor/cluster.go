@@ -89,7 +89,7 @@ func clusterChecks(ctx context.Context, cfg Config, r *reporter) error {
 	}
 	if l, err := cs.CoreV1().PersistentVolumeClaims("").List(ctx, all); err == nil {
 		for _, c := range l.Items {
-			if c.Status.Phase == corev1.ClaimPending && time.Since(c.CreationTimestamp.Time) > time.Minute {
+			if c.Status.Phase == corev1.ClaimPending && time.Since(c.CreationTimestamp.Time) > cfg.PendingAfter {
 				r.add("CL-PVC-001", lint.Warning, "PersistentVolumeClaim "+c.Namespace+"/"+c.Name, "the claim is Pending: its pods cannot start", "install a storage provisioner for its storageClassName, or create a matching PersistentVolume")
 			}
 		}

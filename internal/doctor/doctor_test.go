@@ -2,6 +2,11 @@ package doctor
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,5 +88,75 @@ func TestSurge(t *testing.T) {
 		if found(r.findings)["CL-ROLL-001"] != tt.want {
 			t.Errorf("%v: CL-ROLL-001 = %v, want %v", tt.d.Spec.Template.Spec.Containers[0].Resources.Requests, !tt.want, tt.want)
 		}
+	}
+}
+
+func TestClockFsyncAndSize(t *testing.T) {
+	defer func(f func() bool) { clockSynced = f }(clockSynced)
+	for _, tt := range []struct {
+		name      string
+		synced    bool
+		threshold time.Duration
+		big       bool
+		want      bool
+	}{{"all bad", false, time.Nanosecond, true, true}, {"all good", true, time.Hour, false, false}} {
+		clockSynced = func() bool { return tt.synced }
+		dir := t.TempDir()
+		if tt.big { // a sparse 3 GiB datastore file
+			os.MkdirAll(filepath.Join(dir, "datastore"), 0o700)
+			f, _ := os.Create(filepath.Join(dir, "datastore", "big"))
+			f.Truncate(3 << 30)
+			f.Close()
+		}
+		res, err := Run(context.Background(), Config{Root: "testdata/healthy", DataDir: dir, FsyncSamples: 5, FsyncThreshold: tt.threshold})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := found(res.Findings)
+		for _, id := range []string{"CL-HOST-004", "CL-HOST-005", "CL-DS-001"} {
+			if got[id] != tt.want {
+				t.Errorf("%s: %s = %v, want %v", tt.name, id, got[id], tt.want)
+			}
+		}
+	}
+}
+
+// TestDatastoreHealth serves a fake kube-apiserver whose readyz reports
+// etcd failing or ok, with empty lists for everything else.
+func TestDatastoreHealth(t *testing.T) {
+	for _, tt := range []struct {
+		readyz string
+		want   bool
+	}{{"[+]ping ok\n[-]etcd failed: reason withheld\nreadyz check failed", true}, {"[+]ping ok\n[+]etcd ok\nreadyz check passed", false}} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/readyz" {
+				if tt.want {
+					w.WriteHeader(http.StatusInternalServerError)
+				}
+				w.Write([]byte(tt.readyz))
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.Write([]byte(`{"items":[]}`))
+		}))
+		kc := filepath.Join(t.TempDir(), "kubeconfig")
+		os.WriteFile(kc, []byte("apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: "+srv.URL+"}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\nusers: [{name: u, user: {}}]\n"), 0o600)
+		var r reporter
+		if err := clusterChecks(context.Background(), Config{Kubeconfig: kc, PendingAfter: time.Minute}, &r); err != nil {
+			t.Fatal(err)
+		}
+		if found(r.findings)["CL-DS-002"] != tt.want {
+			t.Errorf("readyz %q: CL-DS-002 = %v, want %v", tt.readyz, !tt.want, tt.want)
+		}
+		srv.Close()
+	}
+}
+
+func TestUnreachableCluster(t *testing.T) {
+	kc := filepath.Join(t.TempDir(), "kubeconfig")
+	os.WriteFile(kc, []byte("apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: https://127.0.0.1:1}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\nusers: [{name: u, user: {}}]\n"), 0o600)
+	err := clusterChecks(context.Background(), Config{Kubeconfig: kc}, &reporter{})
+	if err == nil || !strings.Contains(err.Error(), "does not answer") || !strings.Contains(err.Error(), "--host-only") {
+		t.Errorf("unreachable cluster: %v, want one error naming the fix", err)
 	}
 }

@@ -22,6 +22,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -256,7 +257,18 @@ func TestAgent(t *testing.T) {
 
 	// doctor on this running cluster: the host facts are /proc's, and the
 	// live Deployment (no requests) is reported.
-	out, errOut, err := cli(t, "doctor", "--data-dir", data, "-o", "json", "--fsync-samples", "50")
+	lb := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "pending-lb", Namespace: "default"},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"app": "app"}, Ports: []corev1.ServicePort{{Port: 80}}}}
+	if _, err := cs.CoreV1().Services("default").Create(ctx, lb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "stuck", Namespace: "default"},
+		Spec: corev1.PersistentVolumeClaimSpec{StorageClassName: ptr.To("none-such"), AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}}}
+	if _, err := cs.CoreV1().PersistentVolumeClaims("default").Create(ctx, pvc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err := cli(t, "doctor", "--data-dir", data, "-o", "json", "--fsync-samples", "50", "--pending-after", "1ns")
 	var code *exec.ExitError
 	if err != nil && !errors.As(err, &code) {
 		t.Fatalf("doctor: %v\n%s", err, errOut)
@@ -288,12 +300,17 @@ func TestAgent(t *testing.T) {
 	if rep.Facts.FsyncP99Millis <= 0 {
 		t.Error("doctor measured no fsync latency")
 	}
-	sawApp := false
+	got := map[string]bool{}
 	for _, f := range rep.Findings {
-		sawApp = sawApp || f.ID == "CL-RES-001" && f.Object == "Deployment default/app"
+		got[f.ID+" "+f.Object] = true
 	}
-	if !sawApp {
-		t.Errorf("doctor did not report the live Deployment without requests (CL-RES-001): %+v", rep.Findings)
+	for _, want := range []string{"CL-RES-001 Deployment default/app", "CL-LB-001 Service default/pending-lb", "CL-PVC-001 PersistentVolumeClaim default/stuck"} {
+		if !got[want] {
+			t.Errorf("doctor did not report %s: %+v", want, rep.Findings)
+		}
+	}
+	if got["CL-LB-001 Service default/kubernetes"] {
+		t.Error("doctor reports the ClusterIP Service kubernetes as a pending LoadBalancer")
 	}
 	t.Logf("doctor took %.1f s", rep.Seconds)
 	p.kill()
