@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -170,7 +171,59 @@ func hostChecks(cfg Config, r *reporter) Facts {
 		r.add("CL-DNS-002", lint.Warning, "/etc/resolv.conf", "no upstream resolver besides loopback stubs: pods resolve cluster names only, and a kubelet pointed at 127.0.0.53 makes pods query themselves", "configure real nameservers (or systemd-resolved's upstreams), or give --resolv-conf")
 	}
 	certChecks(cfg.DataDir, r)
+	portChecks(cfg.DataDir, r)
 	return f
+}
+
+// serverPorts are what a server and its node listen on, with the flag or
+// setting that moves each.
+var serverPorts = []struct {
+	port int
+	udp  bool
+	what string
+}{
+	{6443, false, "kube-apiserver (--https-listen-port)"},
+	{10250, false, "the kubelet"},
+	{10256, false, "kube-proxy's health check"},
+	{10257, false, "kube-controller-manager"},
+	{10259, false, "kube-scheduler"},
+	{8472, true, "VXLAN between nodes (--network-backend host-gw avoids it)"},
+}
+
+// portChecks reports ports a server on this data dir would need that
+// something else holds. Skipped while that server runs: they are its own.
+func portChecks(dataDir string, r *reporter) {
+	lock, err := os.OpenFile(filepath.Join(dataDir, "server.lock"), os.O_RDONLY, 0)
+	if err == nil {
+		defer lock.Close()
+		if unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
+			return // a server holds it
+		}
+		defer unix.Flock(int(lock.Fd()), unix.LOCK_UN)
+	}
+	for _, p := range serverPorts {
+		addr := net.JoinHostPort("", strconv.Itoa(p.port))
+		var err error
+		if p.udp {
+			var c net.PacketConn
+			if c, err = net.ListenPacket("udp", addr); err == nil {
+				c.Close()
+			}
+		} else {
+			var l net.Listener
+			if l, err = net.Listen("tcp", addr); err == nil {
+				l.Close()
+			}
+		}
+		if err != nil {
+			proto := "tcp"
+			if p.udp {
+				proto = "udp"
+			}
+			r.add("CL-HOST-008", lint.Error, fmt.Sprintf("port %d/%s", p.port, proto), fmt.Sprintf("port %d/%s, needed by %s, is in use: the server or agent will not start", p.port, proto, p.what),
+				fmt.Sprintf("find the owner with `ss -lntup 'sport = :%d'` and stop it, or move it", p.port))
+		}
+	}
 }
 
 func upstreamResolvers(root string) bool {

@@ -2,6 +2,8 @@ package doctor
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -158,5 +160,79 @@ func TestUnreachableCluster(t *testing.T) {
 	err := clusterChecks(context.Background(), Config{Kubeconfig: kc}, &reporter{})
 	if err == nil || !strings.Contains(err.Error(), "does not answer") || !strings.Contains(err.Error(), "--host-only") {
 		t.Errorf("unreachable cluster: %v, want one error naming the fix", err)
+	}
+}
+
+func TestPorts(t *testing.T) {
+	saved := serverPorts
+	defer func() { serverPorts = saved }()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy := l.Addr().(*net.TCPAddr).Port
+	free := busy + 1
+	if c, err := net.Listen("tcp", fmt.Sprintf(":%d", free)); err == nil {
+		c.Close()
+	} else {
+		t.Skip("no free neighbour port")
+	}
+	for _, tt := range []struct {
+		port int
+		want bool
+	}{{busy, true}, {free, false}} {
+		serverPorts = serverPorts[:0:0]
+		serverPorts = append(serverPorts, struct {
+			port int
+			udp  bool
+			what string
+		}{tt.port, false, "test"})
+		var r reporter
+		portChecks(t.TempDir(), &r)
+		if found(r.findings)["CL-HOST-008"] != tt.want {
+			t.Errorf("port %d: CL-HOST-008 = %v, want %v", tt.port, !tt.want, tt.want)
+		}
+	}
+	l.Close()
+}
+
+// TestPendingObjects: a LoadBalancer without an address and an old
+// Pending claim are reported; one with an address and a Bound claim not.
+func TestPendingObjects(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/readyz":
+			w.Write([]byte("ok"))
+		case "/api/v1/services":
+			w.Write([]byte(`{"items":[
+ {"metadata":{"name":"pending","namespace":"a"},"spec":{"type":"LoadBalancer"}},
+ {"metadata":{"name":"served","namespace":"a"},"spec":{"type":"LoadBalancer"},"status":{"loadBalancer":{"ingress":[{"ip":"192.0.2.1"}]}}}]}`))
+		case "/api/v1/persistentvolumeclaims":
+			w.Write([]byte(`{"items":[
+ {"metadata":{"name":"stuck","namespace":"a","creationTimestamp":"2020-01-01T00:00:00Z"},"status":{"phase":"Pending"}},
+ {"metadata":{"name":"bound","namespace":"a","creationTimestamp":"2020-01-01T00:00:00Z"},"status":{"phase":"Bound"}}]}`))
+		default:
+			w.Write([]byte(`{"items":[]}`))
+		}
+	}))
+	defer srv.Close()
+	kc := filepath.Join(t.TempDir(), "kubeconfig")
+	os.WriteFile(kc, []byte("apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: "+srv.URL+"}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\nusers: [{name: u, user: {}}]\n"), 0o600)
+	var r reporter
+	if err := clusterChecks(context.Background(), Config{Kubeconfig: kc, PendingAfter: time.Minute}, &r); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, f := range r.findings {
+		got[f.ID+" "+f.Object] = true
+	}
+	for item, want := range map[string]bool{
+		"CL-LB-001 Service a/pending": true, "CL-LB-001 Service a/served": false,
+		"CL-PVC-001 PersistentVolumeClaim a/stuck": true, "CL-PVC-001 PersistentVolumeClaim a/bound": false,
+	} {
+		if got[item] != want {
+			t.Errorf("%s reported = %v, want %v", item, got[item], want)
+		}
 	}
 }
