@@ -152,6 +152,14 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() {
 		errc <- fmt.Errorf("kube-apiserver: %w", runAPIServer(ctx, s.apiserverArgs(s.cfg.etcdServers()), s.cfg.PodDNSNdots))
 	}()
+	// The node agent starts now, alongside kube-apiserver: containerd,
+	// images and the kubelet need no API until the kubelet registers, and
+	// it retries until the API answers.
+	if !s.cfg.DisableAgent {
+		if err := s.startAgent(ctx, errc); err != nil {
+			return err
+		}
+	}
 	if err := s.waitReady(ctx, errc); err != nil {
 		return err
 	}
@@ -171,12 +179,6 @@ func (s *Server) Run(ctx context.Context) error {
 			errc <- fmt.Errorf("node join support: %w", err)
 		}
 	}()
-	if !s.cfg.DisableAgent {
-		if err := s.startAgent(ctx, errc); err != nil {
-			return err
-		}
-	}
-
 	renew := time.NewTicker(max(s.cfg.renewBefore()/10, time.Second))
 	defer renew.Stop()
 	for {

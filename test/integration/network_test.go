@@ -464,9 +464,26 @@ func TestNetwork(t *testing.T) {
 			}
 			return false, nil
 		})
-		// Give kube-proxy on node-a a moment to drop the endpoint: poll
-		// for the first success, then every lookup must succeed.
-		c.expect(t, ctx, "a1 resolves with node-b gone", "a1", web.Spec.ClusterIP, "resolve", "web.default")
+		// Once kube-proxy on node-a no longer balances to node-b's DNS
+		// (its kube-dns chains' endpoint maps lack node-b's address), every
+		// lookup must succeed.
+		nb, err := c.cs.CoreV1().Nodes().Get(ctx, "node-b", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bDNS, _, _ := strings.Cut(nb.Annotations["cloudless.dev/dns-address"], ":")
+		poll(t, ctx, "kube-proxy on node-a drops node-b's DNS endpoint", func() (bool, error) {
+			out, err := exec.Command("nsenter", "--net=/var/run/netns/"+c.a.Name, "nft", "list", "table", "ip", "kube-proxy").Output()
+			if err != nil {
+				return false, err
+			}
+			for _, l := range strings.Split(string(out), "\n") {
+				if strings.Contains(l, "numgen") && strings.Contains(l, "kube-dns") && strings.Contains(l, bDNS) {
+					return false, nil
+				}
+			}
+			return strings.Contains(string(out), "kube-dns"), nil
+		})
 		for i := range 5 {
 			if out, err := c.exec("a1", "resolve", "web.default"); err != nil || strings.TrimSpace(out) != web.Spec.ClusterIP {
 				t.Errorf("lookup %d with node-b gone: %v %s", i, err, out)
