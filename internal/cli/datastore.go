@@ -1,11 +1,14 @@
 package cli
 
 import (
+	"fmt"
+	"io"
 	"log/slog"
 
 	"github.com/spf13/cobra"
 
 	"github.com/cloudless-dev/cloudless/internal/datastore"
+	"github.com/cloudless-dev/cloudless/internal/datastore/engine/pebble"
 )
 
 func newDatastoreCmd(logger func() (*slog.Logger, error)) *cobra.Command {
@@ -54,5 +57,91 @@ ignored).`,
 	f.StringVar(&cfg.TLSClientCAFile, "tls-client-ca-file", cfg.TLSClientCAFile, "CA that signs client certificates for --listen-address")
 	f.DurationVar(&cfg.ProgressNotifyInterval, "watch-progress-notify-interval", cfg.ProgressNotifyInterval, "how often idle watchers that asked for it get a progress notification")
 	f.Uint64Var(&cfg.ReservedSpace, "datastore-reserved-space", cfg.ReservedSpace, "bytes of free disk below which the embedded engine refuses writes (reads go on)")
+	cmd.AddCommand(newDatastoreRepairCmd(logger))
 	return cmd
+}
+
+func newDatastoreRepairCmd(logger func() (*slog.Logger, error)) *cobra.Command {
+	cfg := datastore.DefaultConfig()
+	var yes bool
+	var output string
+	cmd := &cobra.Command{
+		Use:   "repair",
+		Short: "Make a datastore with a damaged write-ahead log start again, dropping what follows the damage",
+		Long: `Repair the embedded engine's write-ahead log after the datastore refused to
+start because the log is damaged (a corrupt record followed by acknowledged
+ones, a segment cut short, or a missing segment).
+
+It keeps every record before the damage, drops the rest, and says how many
+log records it drops and how many of them had been acknowledged to clients.
+The revision counter resumes above the highest revision seen in the dropped
+records, so clients' caches and watchers never see revisions go back. The
+damaged segment is kept next to the new one as wal/segment.damaged.
+
+Without --yes it only reports. Stop the server or datastore first. Prefer
+restoring a backup when you have one: repair loses the dropped writes.`,
+		Example: `  cloudless datastore repair --data-dir /var/lib/cloudless
+  cloudless datastore repair --data-dir /var/lib/cloudless --yes`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := configure(cmd, false); err != nil {
+				return err
+			}
+			if output != "table" && output != "json" {
+				return fmt.Errorf("unknown --output %q: use table or json", output)
+			}
+			log, err := logger()
+			if err != nil {
+				return err
+			}
+			rep, err := datastore.Repair(cfg, !yes, log.With("subsystem", "datastore"))
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if output == "json" {
+				return writeJSON(out, rep)
+			}
+			printRepair(out, rep, yes)
+			return nil
+		},
+	}
+	addConfigFlag(cmd)
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for Cloudless state")
+	f.BoolVar(&yes, "yes", false, "repair; without it, only report what would be dropped")
+	f.StringVarP(&output, "output", "o", "table", "table or json")
+	return cmd
+}
+
+func printRepair(w io.Writer, rep pebble.RepairReport, yes bool) {
+	if rep.Damage == "" {
+		fmt.Fprintln(w, "the write-ahead log is intact: nothing to repair")
+		return
+	}
+	count := func(n int64) string {
+		if n < 0 {
+			return "an unknown number of"
+		}
+		return fmt.Sprint(n)
+	}
+	fmt.Fprintf(w, "damage:  %s\n", rep.Damage)
+	fmt.Fprintf(w, "keeps:   everything up to revision %d\n", rep.KeptRevision)
+	fmt.Fprintf(w, "drops:   %s log records after it", count(rep.DroppedRecords))
+	switch {
+	case rep.DroppedAcked > 0:
+		fmt.Fprintf(w, ", of which at least %d were acknowledged to clients\n", rep.DroppedAcked)
+	case rep.DroppedAcked < 0 || rep.DroppedRecords < 0:
+		fmt.Fprintln(w, "; how many were acknowledged to clients is unknown")
+	default:
+		fmt.Fprintln(w, "; none of them is known to have been acknowledged")
+	}
+	if rep.HighRevision > rep.KeptRevision {
+		fmt.Fprintf(w, "resumes: above revision %d, the highest seen in the dropped records, so revisions never go back\n", rep.HighRevision)
+	}
+	if !yes {
+		fmt.Fprintln(w, "dry run: nothing changed; run again with --yes to repair")
+		return
+	}
+	fmt.Fprintln(w, "repaired: the datastore starts again; restart kube-apiserver clients so their caches reload")
 }

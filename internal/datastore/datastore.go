@@ -98,7 +98,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Datastore, error)
 	var eng mvcc.Engine
 	var err error
 	if cfg.Endpoint == "" {
-		dir := filepath.Join(cfg.DataDir, "datastore")
+		dir := cfg.EngineDir()
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("datastore: create %s: %w (is the data dir writable? run as root or choose --data-dir)", dir, err)
 		}

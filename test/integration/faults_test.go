@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
@@ -92,82 +91,6 @@ func TestDiskFull(t *testing.T) {
 	}
 	if p.exited() {
 		t.Fatalf("datastore exited on a full disk:\n%s", p.stderr)
-	}
-}
-
-// TestTornLogTail writes a torn record after the last good one in the
-// write-ahead log after a SIGKILL, as a write cut short by a crash leaves it: the engine must start,
-// keep every acknowledged write, and serve no garbage.
-func TestTornLogTail(t *testing.T) {
-	for _, tail := range []struct {
-		name string
-		data []byte
-	}{
-		{"garbage", []byte(strings.Repeat("\xde\xad\xbe\xef torn record ", 200))},
-		{"zeros", make([]byte, 8192)},
-	} {
-		t.Run(tail.name, func(t *testing.T) {
-			dir, sock, args := datastoreArgs(t, "pebble")
-			p := start(t, args...)
-			cli := connect(t, p, sock)
-			ctx := context.Background()
-			want := map[string]string{}
-			for i := 0; i < 200; i++ {
-				k, v := fmt.Sprintf("/torn/%03d", i), fmt.Sprintf("value-%d", i)
-				if _, err := cli.Put(ctx, k, v); err != nil {
-					t.Fatal(err)
-				}
-				want[k] = v
-			}
-			cli.Close()
-			p.kill()
-
-			// A write torn by the crash: a record header of the current
-			// generation after the last good record, then garbage.
-			seg := filepath.Join(dir, "datastore", "wal", "segment")
-			data, err := os.ReadFile(seg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			gen := binary.LittleEndian.Uint64(data[8:16])
-			end := 4096
-			for binary.LittleEndian.Uint32(data[end+4:]) != 0 && binary.LittleEndian.Uint64(data[end+8:]) == gen {
-				end += 24 + int(binary.LittleEndian.Uint32(data[end+4:]))
-			}
-			torn := make([]byte, 24, 24+len(tail.data))
-			binary.LittleEndian.PutUint32(torn[0:], 0xdeadbeef) // a checksum that cannot match
-			binary.LittleEndian.PutUint32(torn[4:], uint32(len(tail.data)))
-			binary.LittleEndian.PutUint64(torn[8:], gen)
-			binary.LittleEndian.PutUint64(torn[16:], 1<<40)
-			torn = append(torn, tail.data...)
-			f, err := os.OpenFile(seg, os.O_WRONLY, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := f.WriteAt(torn, int64(end)); err != nil {
-				t.Fatal(err)
-			}
-			f.Close()
-
-			p = start(t, args...)
-			cli = connect(t, p, sock)
-			defer cli.Close()
-			r, err := cli.Get(ctx, "/torn/", clientv3.WithPrefix())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(r.Kvs) != len(want) {
-				t.Fatalf("after a torn tail: %d keys, want %d", len(r.Kvs), len(want))
-			}
-			for _, kv := range r.Kvs {
-				if want[string(kv.Key)] != string(kv.Value) {
-					t.Fatalf("after a torn tail: %s = %q, want %q", kv.Key, kv.Value, want[string(kv.Key)])
-				}
-			}
-			if _, err := cli.Put(ctx, "/torn/after", "ok"); err != nil {
-				t.Fatalf("write after recovery: %v", err)
-			}
-		})
 	}
 }
 

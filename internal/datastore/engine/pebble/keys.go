@@ -13,6 +13,8 @@ import (
 //	r <rev:8> <sub:4>                → key: the revision log, for watchers
 //	m rev                            → <rev:8>: last committed revision
 //	m compact                        → <rev:8>: compacted revision
+//	m lsn                            → <lsn:8>: last log record applied
+//	m walgen                         → <gen:8>: the log generation started after the last flush
 //	l <id:8>                         → <ttl:8>: a lease
 //
 // esc escapes 0x00 as 0x00 0xff, so the terminator 0x00 0x01 sorts every
@@ -25,6 +27,8 @@ import (
 var (
 	metaRev     = []byte("mrev")
 	metaCompact = []byte("mcompact")
+	metaLSN     = []byte("mlsn")
+	metaWALGen  = []byte("mwalgen")
 	logPrefix   = []byte("r")
 	leasePrefix = []byte("l")
 )

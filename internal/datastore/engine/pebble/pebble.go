@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/vfs"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"golang.org/x/sys/unix"
 
@@ -57,11 +58,19 @@ type Options struct {
 	// MinFreeBytes is the free space below which writes are refused with
 	// a clear error, before the disk is truly full.
 	MinFreeBytes uint64
-	// WALSize is the size of the write-ahead log segment; 0 means 64 MiB.
+	// WALSize is the size of the write-ahead log segment; 0 means
+	// DefaultWALSize.
 	WALSize int64
+	// FS holds the pebble database; nil is the real filesystem. Crash
+	// tests pass one that loses what was not synced.
+	FS vfs.FS
+	// WALDevice opens the log segment; nil opens the real file.
+	WALDevice func(path string) (wal.Device, error)
 }
 
-var metaLSN = []byte("mlsn")
+// DefaultWALSize is the size of the write-ahead log segment, preallocated
+// when the engine is created.
+const DefaultWALSize = 64 << 20
 
 type lease struct {
 	ttl      int64
@@ -75,15 +84,32 @@ var _ mvcc.Engine = (*Engine)(nil)
 // dir/db and the write-ahead log in dir/wal. Pebble's own WAL is off; ours
 // (package wal) is replayed into pebble here, flushed, and restarted.
 func Open(dir string, o Options, log *slog.Logger) (*Engine, error) {
-	if o.WALSize == 0 {
-		o.WALSize = 64 << 20
+	db, err := openDB(dir, o, log)
+	if err != nil {
+		return nil, err
 	}
+	e := &Engine{db: db, log: log, changes: make(chan int64, 1), leases: map[int64]*lease{}, dir: dir, minFreeBytes: o.MinFreeBytes}
+	if err := e.recover(o); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// WALPath returns the path of the log segment of the engine in dir.
+func WALPath(dir string) string { return filepath.Join(dir, "wal", "segment") }
+
+func openDB(dir string, o Options, log *slog.Logger) (*pebble.DB, error) {
 	opts := &pebble.Options{
 		DisableWAL:   true,
 		Logger:       pebbleLogger{log},
 		MemTableSize: 16 << 20,
+		FS:           o.FS,
 	}
 	opts.EnsureDefaults()
+	if err := createDir(opts.FS, dir, "db"); err != nil {
+		return nil, err
+	}
 	db, err := pebble.Open(filepath.Join(dir, "db"), opts)
 	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
 		return nil, fmt.Errorf("%s is locked by another running cloudless process; stop it or choose another --data-dir: %w", dir, err)
@@ -91,37 +117,45 @@ func Open(dir string, o Options, log *slog.Logger) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open pebble database in %s: %w", dir, err)
 	}
-	e := &Engine{db: db, log: log, changes: make(chan int64, 1), leases: map[int64]*lease{}, dir: dir, minFreeBytes: o.MinFreeBytes}
-	if err := e.recover(filepath.Join(dir, "wal", "segment"), o.WALSize); err != nil {
-		db.Close()
-		return nil, err
-	}
-	return e, nil
+	return db, nil
 }
 
 // recover replays the log records pebble had not flushed, makes them
 // durable in pebble, starts a new log generation and loads the metadata.
-func (e *Engine) recover(walPath string, walSize int64) error {
-	checkpoint, err := e.readMeta(metaLSN)
+// It refuses a log that would replay to less than what was acknowledged.
+func (e *Engine) recover(o Options) error {
+	path := WALPath(e.dir)
+	st, err := e.readState()
 	if err != nil {
 		return err
 	}
-	l, recs, err := wal.Open(walPath, walSize, e.log)
-	if err != nil {
+	fresh := st.walGen == 0 && st.lsn == 0 && st.rev <= 1
+	l, rep, err := wal.Open(path, wal.Options{Size: walSize(o), Create: fresh, Device: o.WALDevice}, e.log)
+	var ce *wal.CorruptError
+	switch {
+	case errors.Is(err, wal.ErrMissing):
+		return fmt.Errorf("%w: the write-ahead log %s is missing, but the database (revision %d) was written through it, and writes acknowledged since its last flush would be lost; "+
+			"restore the file, or run `cloudless datastore repair` on this data dir to start a new log from what the database holds", ErrNeedsRepair, path, st.rev)
+	case errors.As(err, &ce):
+		return fmt.Errorf("%w: %w; refusing to start so that no acknowledged write is lost silently: restore the data dir from a backup, or run `cloudless datastore repair` on this data dir to truncate the log there (it says what it drops)",
+			ErrNeedsRepair, ce)
+	case err != nil:
 		return err
 	}
-	e.wal, e.lsn = l, uint64(checkpoint)
+	e.wal, e.lsn = l, uint64(st.lsn)
+	if err := checkLog(path, st, rep); err != nil {
+		return fmt.Errorf("%w: %w; run `cloudless datastore repair` on this data dir to start a new log from what the database holds, or restore the data dir from a backup", ErrNeedsRepair, err)
+	}
+	if rep.TornRecords > 0 {
+		e.log.Warn("dropped a torn log tail: records of a sync cut short by the crash, never acknowledged", "records", rep.TornRecords)
+	}
 	replayed := 0
-	for _, r := range recs {
+	for _, r := range rep.Records {
 		if r.LSN <= e.lsn {
 			continue
 		}
-		b := e.db.NewBatch()
-		if err := b.SetRepr(append([]byte(nil), r.Payload...)); err != nil {
-			return fmt.Errorf("replay wal record %d: %w", r.LSN, err)
-		}
-		if err := e.db.Apply(b, pebble.NoSync); err != nil {
-			return fmt.Errorf("replay wal record %d: %w", r.LSN, err)
+		if err := e.applyRecord(r); err != nil {
+			return err
 		}
 		e.lsn = r.LSN
 		replayed++
@@ -129,12 +163,122 @@ func (e *Engine) recover(walPath string, walSize int64) error {
 	if replayed > 0 {
 		e.log.Info("replayed write-ahead log", "records", replayed, "lsn", e.lsn)
 	}
-	if err := e.db.Flush(); err != nil {
-		return fmt.Errorf("flush after replay: %w", err)
-	}
-	if err := e.wal.Reset(); err != nil {
+	if err := e.rotateLocked(); err != nil {
 		return err
 	}
+	return e.loadMeta()
+}
+
+// createDir creates dir/name if missing and syncs dir, so that the new
+// entry survives a power loss.
+func createDir(fs vfs.FS, dir, name string) error {
+	if _, err := fs.Stat(filepath.Join(dir, name)); err == nil {
+		return nil
+	}
+	if err := fs.MkdirAll(filepath.Join(dir, name), 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", filepath.Join(dir, name), err)
+	}
+	d, err := fs.OpenDir(dir)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+func walSize(o Options) int64 {
+	if o.WALSize == 0 {
+		return DefaultWALSize
+	}
+	return o.WALSize
+}
+
+// ErrNeedsRepair marks a log that replays to less than was acknowledged:
+// the engine refuses to open until the operator restores a backup or runs
+// Repair.
+var ErrNeedsRepair = errors.New("datastore log damaged")
+
+// state is what the database holds of the log: the last LSN it has (its
+// checkpoint: every record up to it is in pebble), the log generation it
+// expects, and its revision.
+type state struct {
+	lsn, walGen, rev int64
+}
+
+func (e *Engine) readState() (state, error) {
+	var st state
+	var err error
+	if st.lsn, err = e.readMeta(metaLSN); err != nil {
+		return st, err
+	}
+	if st.walGen, err = e.readMeta(metaWALGen); err != nil {
+		return st, err
+	}
+	st.rev, err = e.readMeta(metaRev)
+	return st, err
+}
+
+// checkLog refuses a log that does not continue the database: a
+// generation other than the one the database last started (or the one
+// before, after a crash between the flush and the log's new header), a
+// log that starts after the database's checkpoint (the database lost a
+// flush), or a gap between the checkpoint and the records.
+func checkLog(path string, st state, rep wal.Replay) error {
+	gen, s := int64(rep.Generation), st.walGen
+	if s != 0 && gen != s && !(gen+1 == s && lastLSN(rep) <= st.lsn) {
+		return fmt.Errorf("the write-ahead log %s is generation %d but the database expects generation %d: the log is not the one this database was written through", path, gen, s)
+	}
+	if int64(rep.Base) > st.lsn {
+		return fmt.Errorf("the database's checkpoint is log record %d but the write-ahead log %s starts after record %d: the database lost a flush, and records between are gone", st.lsn, path, rep.Base)
+	}
+	for _, r := range rep.Records {
+		if int64(r.LSN) > st.lsn {
+			if int64(r.LSN) != st.lsn+1 {
+				return fmt.Errorf("the database's checkpoint is log record %d but the write-ahead log %s continues at record %d: records between are gone", st.lsn, path, r.LSN)
+			}
+			break
+		}
+	}
+	return nil
+}
+
+func lastLSN(rep wal.Replay) int64 {
+	if len(rep.Records) == 0 {
+		return int64(rep.Base)
+	}
+	return int64(rep.Records[len(rep.Records)-1].LSN)
+}
+
+func (e *Engine) applyRecord(r wal.Record) error {
+	b := e.db.NewBatch()
+	if err := b.SetRepr(append([]byte(nil), r.Payload...)); err != nil {
+		return fmt.Errorf("replay wal record %d: %w", r.LSN, err)
+	}
+	if err := e.db.Apply(b, pebble.NoSync); err != nil {
+		return fmt.Errorf("replay wal record %d: %w", r.LSN, err)
+	}
+	return nil
+}
+
+// rotateLocked makes everything applied so far durable in pebble and
+// starts the next log generation after it. The database records the
+// generation before the flush, so a log from elsewhere is recognised.
+func (e *Engine) rotateLocked() error {
+	next := e.wal.Gen() + 1
+	if err := e.db.Set(metaWALGen, binary.BigEndian.AppendUint64(nil, next), pebble.NoSync); err != nil {
+		return fmt.Errorf("record log generation: %w", err)
+	}
+	if err := e.db.Flush(); err != nil {
+		return fmt.Errorf("flush for log rotation: %w", err)
+	}
+	return e.wal.Reset(e.lsn)
+}
+
+// loadMeta loads revisions and leases from the database.
+func (e *Engine) loadMeta() error {
 	rev, err := e.readMeta(metaRev)
 	if err != nil {
 		return err
@@ -410,13 +554,12 @@ func (e *Engine) commitLocked(b *pebble.Batch) (lsn uint64, err error) {
 		if err := e.wal.Wait(lsn - 1); err != nil {
 			return 0, err
 		}
-		if err := e.db.Flush(); err != nil {
-			return 0, fmt.Errorf("flush for log rotation: %w", err)
-		}
-		if err := e.wal.Reset(); err != nil {
+		if err := e.rotateLocked(); err != nil {
 			return 0, err
 		}
-		err = e.wal.Append(lsn, b.Repr())
+		// The flush made lsn durable too: the new generation starts
+		// after it, and waiting for it returns at once.
+		return lsn, nil
 	}
 	return lsn, err
 }
