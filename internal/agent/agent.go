@@ -150,8 +150,17 @@ func (a *Agent) phase(n int, msg string, args ...any) {
 	a.log.Info(fmt.Sprintf("[agent %d/4] %s", n, msg), args...)
 }
 
-// Run runs the node until ctx ends.
+// Run runs the node until ctx ends. A stop (ctx ending) in any phase
+// returns nil: the caller asked for it.
 func (a *Agent) Run(ctx context.Context) error {
+	err := a.run(ctx)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (a *Agent) run(ctx context.Context) error {
 	if err := checkSwap(); err != nil {
 		return err
 	}
@@ -193,7 +202,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	errc := make(chan error, 3)
-	go func() { errc <- fmt.Errorf("kubelet: %w", runKubelet(ctx, a.kubeletArgs())) }()
+	go func() {
+		err := runKubelet(ctx, a.kubeletArgs())
+		if err == nil {
+			// The kubelet returns without an error only when its own
+			// signal handler got SIGTERM or SIGINT, which end ctx too
+			// (cmd/cloudless): a clean stop, not a failure to report.
+			<-ctx.Done()
+			return
+		}
+		errc <- fmt.Errorf("kubelet: %w", err)
+	}()
 	go func() { errc <- a.watchImages(ctx) }()
 
 	a.phase(4, "waiting for the node's pod CIDR")

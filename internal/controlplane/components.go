@@ -39,6 +39,16 @@ func parse(name string, sets cliflag.NamedFlagSets, args []string) error {
 	return nil
 }
 
+// exited is how a component that runs until ctx ends stopped: its error
+// named, or that it stopped without one (the server ignores either once
+// ctx has ended).
+func exited(component string, err error) error {
+	if err == nil {
+		return fmt.Errorf("%s stopped", component)
+	}
+	return fmt.Errorf("%s: %w", component, err)
+}
+
 func runAPIServer(ctx context.Context, args []string, ndots int) error {
 	s := apiserveroptions.NewServerRunOptions()
 	registerDNSDefaults(s.Admission.GenericAdmission, ndots)

@@ -150,7 +150,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 	s.phase(3, "starting kube-apiserver", "address", addr)
 	go func() {
-		errc <- fmt.Errorf("kube-apiserver: %w", runAPIServer(ctx, s.apiserverArgs(s.cfg.etcdServers()), s.cfg.PodDNSNdots))
+		errc <- exited("kube-apiserver", runAPIServer(ctx, s.apiserverArgs(s.cfg.etcdServers()), s.cfg.PodDNSNdots))
 	}()
 	// The node agent starts now, alongside kube-apiserver: containerd,
 	// images and the kubelet need no API until the kubelet registers, and
@@ -166,9 +166,9 @@ func (s *Server) Run(ctx context.Context) error {
 
 	s.phase(4, "starting kube-controller-manager and kube-scheduler")
 	go func() {
-		errc <- fmt.Errorf("kube-controller-manager: %w", runControllerManager(ctx, s.controllerManagerArgs()))
+		errc <- exited("kube-controller-manager", runControllerManager(ctx, s.controllerManagerArgs()))
 	}()
-	go func() { errc <- fmt.Errorf("kube-scheduler: %w", runScheduler(ctx, s.schedulerArgs())) }()
+	go func() { errc <- exited("kube-scheduler", runScheduler(ctx, s.schedulerArgs())) }()
 
 	kc := AdminKubeconfig(s.cfg.DataDir)
 	s.phase(5, "ready", "kubeconfig", kc)
