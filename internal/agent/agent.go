@@ -41,8 +41,9 @@ type Config struct {
 	NodeName string
 	NodeIP   string
 	// Kubeconfig authenticates the kubelet (as system:node:<NodeName>).
-	// With BootstrapKubeconfig (a bootstrap token), the kubelet writes it
-	// itself once its certificate request is approved.
+	// With BootstrapKubeconfig (a bootstrap token), Run gets the client
+	// certificate by TLS bootstrap, writes Kubeconfig pointing at it and
+	// removes BootstrapKubeconfig before the kubelet starts.
 	Kubeconfig          string
 	BootstrapKubeconfig string
 	// CAFile is the cluster CA; ServingCert/KeyFile the kubelet's serving

@@ -52,10 +52,19 @@ func (a *Agent) nodeID() (string, error) {
 // claimName gets the node's client certificate by TLS bootstrap (before
 // the kubelet would, so that nothing is registered yet) and, with it,
 // refuses to go on if a live node of this name belongs to another machine.
+//
+// The bootstrap kubeconfig holds the join token: it is removed here, used
+// or not, so that no token stays on disk. The kubelet runs on the client
+// certificate and renews it itself; an agent whose certificate expired
+// bootstraps again at its next start, from --token.
 func (a *Agent) claimName(ctx context.Context, id string) error {
+	defer os.Remove(a.cfg.BootstrapKubeconfig)
 	certDir := filepath.Join(a.paths.kubeletRoot(), "pki")
 	if err := bootstrap.LoadClientCert(ctx, a.cfg.Kubeconfig, a.cfg.BootstrapKubeconfig, certDir, types.NodeName(a.cfg.NodeName)); err != nil {
 		return fmt.Errorf("TLS bootstrap (is the token valid and not expired? `cloudless token list` on a server): %w", err)
+	}
+	if err := os.Remove(a.cfg.BootstrapKubeconfig); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove the bootstrap kubeconfig, which holds the join token: %w", err)
 	}
 	rc, err := clientcmd.BuildConfigFromFlags("", a.cfg.Kubeconfig)
 	if err != nil {

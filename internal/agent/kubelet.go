@@ -85,9 +85,6 @@ func (a *Agent) kubeletArgs() []string {
 		"--hostname-override=" + a.cfg.NodeName,
 		"--node-ip=" + a.cfg.NodeIP,
 	}
-	if a.cfg.BootstrapKubeconfig != "" {
-		args = append(args, "--bootstrap-kubeconfig="+a.cfg.BootstrapKubeconfig)
-	}
 	if len(a.cfg.NodeLabels) > 0 {
 		args = append(args, "--node-labels="+strings.Join(a.cfg.NodeLabels, ","))
 	}

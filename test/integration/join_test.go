@@ -1,8 +1,11 @@
 package integration
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -109,6 +112,51 @@ func TestAgentJoin(t *testing.T) {
 		}
 		return false, nil
 	})
+
+	// No join token is left on disk once the node has its certificate,
+	// and a restart needs none: SIGTERM exits 0, and the same data dir
+	// comes back Ready with the bootstrap kubeconfig still gone.
+	assertNoToken := func(when string) {
+		t.Helper()
+		bootstrapKC := filepath.Join(nodeData, "agent", "pki", "bootstrap.kubeconfig")
+		if _, err := os.Stat(bootstrapKC); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s: %s: %v, want it removed", when, bootstrapKC, err)
+		}
+		err := filepath.WalkDir(nodeData, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() {
+				return nil // files that vanish while containerd runs
+			}
+			if b, err := os.ReadFile(path); err == nil && bytes.Contains(b, []byte(j.Secret)) {
+				t.Errorf("%s: %s holds the join token's secret", when, path)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	assertNoToken("joined")
+	if code := agentProc.stop(t); code != 0 {
+		t.Fatalf("agent SIGTERM exited %d, want 0:\n%s", code, tail(agentProc.stderr.Bytes(), 40))
+	}
+	restarted := time.Now()
+	agentProc = startCmd(t, node.Command(cloudlessBin, agentArgs(tok)...))
+	poll(t, ctx, "node-b Ready again after a restart", func() (bool, error) {
+		if agentProc.exited() {
+			t.Fatalf("restarted agent exited:\n%s", tail(agentProc.stderr.Bytes(), 40))
+		}
+		n, err := cs.CoreV1().Nodes().Get(ctx, "node-b", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady {
+				return c.Status == corev1.ConditionTrue && c.LastHeartbeatTime.After(restarted), nil
+			}
+		}
+		return false, nil
+	})
+	assertNoToken("restarted")
 
 	// Another machine taking the live node's name is refused.
 	otherData := filepath.Join(dir, "node-c")
