@@ -15,6 +15,7 @@ import (
 	encryptionconfigcontroller "k8s.io/apiserver/pkg/server/options/encryptionconfig/controller"
 	"k8s.io/client-go/rest"
 	cliflag "k8s.io/component-base/cli/flag"
+	"k8s.io/component-base/configz"
 	apiserverapp "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	apiserveroptions "k8s.io/kubernetes/cmd/kube-apiserver/app/options"
 	cmapp "k8s.io/kubernetes/cmd/kube-controller-manager/app"
@@ -72,35 +73,81 @@ func runAPIServer(ctx context.Context, args []string, ndots int) error {
 	return apiserverapp.Run(ctx, completed)
 }
 
+// runControllerManager runs kube-controller-manager while this process
+// holds its lease (see whileLeading), built afresh for each term: a
+// lost lease ends the term instead of the process.
 func runControllerManager(ctx context.Context, args []string) error {
-	s, err := cmoptions.NewKubeControllerManagerOptions()
+	s, err := controllerManagerOptions(args)
 	if err != nil {
 		return err
 	}
-	if err := parse("kube-controller-manager", s.Flags(cmapp.KnownControllers(), cmapp.ControllersDisabledByDefault(), cmapp.ControllerAliases()), args); err != nil {
-		return err
-	}
-	if err := s.ComponentGlobalsRegistry.Set(); err != nil {
-		return err
-	}
-	c, err := s.Config(ctx, cmapp.KnownControllers(), cmapp.ControllersDisabledByDefault(), cmapp.ControllerAliases())
-	if err != nil {
-		return fmt.Errorf("kube-controller-manager: %w", err)
-	}
-	return cmapp.Run(ctx, c.Complete())
+	return whileLeading(ctx, "kube-controller-manager", s.Generic.LeaderElection, s.Generic.ClientConnection.Kubeconfig, func(ctx context.Context) error {
+		s, err := controllerManagerOptions(args)
+		if err != nil {
+			return err
+		}
+		s.Generic.LeaderElection.LeaderElect = false // elected above
+		c, err := s.Config(ctx, cmapp.KnownControllers(), cmapp.ControllersDisabledByDefault(), cmapp.ControllerAliases())
+		if err != nil {
+			return fmt.Errorf("kube-controller-manager: %w", err)
+		}
+		configz.Delete(cmapp.ConfigzName) // registered by the previous term
+		return cmapp.Run(ctx, c.Complete())
+	})
 }
 
+func controllerManagerOptions(args []string) (*cmoptions.KubeControllerManagerOptions, error) {
+	s, err := cmoptions.NewKubeControllerManagerOptions()
+	if err != nil {
+		return nil, err
+	}
+	if err := parse("kube-controller-manager", s.Flags(cmapp.KnownControllers(), cmapp.ControllersDisabledByDefault(), cmapp.ControllerAliases()), args); err != nil {
+		return nil, err
+	}
+	if err := s.ComponentGlobalsRegistry.Set(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// schedulerConfigzName is the name kube-scheduler registers its
+// /configz under (a literal upstream).
+const schedulerConfigzName = "componentconfig"
+
+// runScheduler runs kube-scheduler while this process holds its lease,
+// as runControllerManager. The election takes the --leader-elect* flags;
+// a --config file's leaderElection section is not read.
 func runScheduler(ctx context.Context, args []string) error {
+	opts, err := schedulerOptions(args)
+	if err != nil {
+		return err
+	}
+	return whileLeading(ctx, "kube-scheduler", *opts.LeaderElection, opts.Deprecated.Kubeconfig, func(ctx context.Context) error {
+		opts, err := schedulerOptions(args)
+		if err != nil {
+			return err
+		}
+		// Elected above; Set marks the flag given, so it also overrides
+		// a --config file.
+		if err := opts.Flags.FlagSet("leader election").Set("leader-elect", "false"); err != nil {
+			return err
+		}
+		cc, sched, err := schedapp.Setup(ctx, opts)
+		if err != nil {
+			return fmt.Errorf("kube-scheduler: %w", err)
+		}
+		configz.Delete(schedulerConfigzName) // registered by the previous term
+		return schedapp.Run(ctx, cc, sched)
+	})
+}
+
+func schedulerOptions(args []string) (*schedoptions.Options, error) {
 	opts := schedoptions.NewOptions()
 	if err := parse("kube-scheduler", *opts.Flags, args); err != nil {
-		return err
+		return nil, err
 	}
 	if err := opts.ComponentGlobalsRegistry.Set(); err != nil {
-		return err
+		return nil, err
 	}
-	cc, sched, err := schedapp.Setup(ctx, opts)
-	if err != nil {
-		return fmt.Errorf("kube-scheduler: %w", err)
-	}
-	return schedapp.Run(ctx, cc, sched)
+	return opts, nil
 }

@@ -165,10 +165,17 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 
 	s.phase(4, "starting kube-controller-manager and kube-scheduler")
-	go func() {
-		errc <- exited("kube-controller-manager", runControllerManager(ctx, s.controllerManagerArgs()))
-	}()
-	go func() { errc <- exited("kube-scheduler", runScheduler(ctx, s.schedulerArgs())) }()
+	// Each runs under a restarter: losing its lease (say, the disk is full
+	// and the datastore refuses writes) or failing restarts that one
+	// component, never the server.
+	restart := newRestarter(s.log)
+	go restart.run(ctx, "kube-controller-manager", func(ctx context.Context) error {
+		return runControllerManager(ctx, s.controllerManagerArgs())
+	})
+	go restart.run(ctx, "kube-scheduler", func(ctx context.Context) error {
+		return runScheduler(ctx, s.schedulerArgs())
+	})
+
 
 	kc := AdminKubeconfig(s.cfg.DataDir)
 	s.phase(5, "ready", "kubeconfig", kc)
