@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/cloudless-dev/cloudless/internal/datastore"
 	"github.com/cloudless-dev/cloudless/internal/datastore/engine/pebble"
@@ -56,9 +57,17 @@ ignored).`,
 	f.StringVar(&cfg.TLSKeyFile, "tls-key-file", cfg.TLSKeyFile, "server key for --listen-address")
 	f.StringVar(&cfg.TLSClientCAFile, "tls-client-ca-file", cfg.TLSClientCAFile, "CA that signs client certificates for --listen-address")
 	f.DurationVar(&cfg.ProgressNotifyInterval, "watch-progress-notify-interval", cfg.ProgressNotifyInterval, "how often idle watchers that asked for it get a progress notification")
-	f.Uint64Var(&cfg.ReservedSpace, "datastore-reserved-space", cfg.ReservedSpace, "bytes of free disk below which the embedded engine refuses writes (reads go on)")
+	addReservedSpaceFlag(f, &cfg.ReservedSpace)
 	cmd.AddCommand(newDatastoreRepairCmd(logger))
 	return cmd
+}
+
+// addReservedSpaceFlag adds --datastore-reserved-space, which the server
+// and the datastore commands share.
+func addReservedSpaceFlag(f *pflag.FlagSet, v *uint64) {
+	f.Uint64Var(v, "datastore-reserved-space", *v, fmt.Sprintf(
+		"bytes of free disk below which the embedded engine refuses writes (reads go on); 0: %d MiB, or %d%% of the filesystem if that is less",
+		datastore.DefaultReservedSpace>>20, datastore.ReservedSpacePercent))
 }
 
 func newDatastoreRepairCmd(logger func() (*slog.Logger, error)) *cobra.Command {

@@ -81,6 +81,7 @@ Exit code: 0 clean (or below --fail-on), 1 findings at or above --fail-on,
 	f.IntVar(&cfg.FsyncSamples, "fsync-samples", 200, "write+fdatasync rounds measuring the data dir's disk")
 	f.DurationVar(&cfg.FsyncThreshold, "fsync-threshold", 10*time.Millisecond, "fsync p99 above which the disk is reported (etcd's guidance: 10ms)")
 	f.DurationVar(&cfg.PendingAfter, "pending-after", time.Minute, "how long a PersistentVolumeClaim may be Pending before it is reported")
+	addReservedSpaceFlag(f, &cfg.ReservedSpace)
 	f.StringVarP(&output, "output", "o", "table", "table, json or sarif")
 	f.StringVar(&failOn, "fail-on", "error", "lowest severity that fails with exit code 1: info, warning or error (errors always exit 2)")
 	return cmd

@@ -61,6 +61,7 @@ Image archives dropped in <data-dir>/agent/images/ are imported.`,
 	addConfigFlag(cmd)
 	f := cmd.Flags()
 	addDatastoreFlags(cmd, &cfg)
+	addReservedSpaceFlag(f, &cfg.DatastoreReservedSpace)
 	f.StringVar(&cfg.Token, "token", cfg.Token, "cluster secret, the same on every server sharing a datastore (required with --datastore-endpoint)")
 	f.StringVar(&cfg.BindAddress, "bind-address", cfg.BindAddress, "address kube-apiserver listens on")
 	f.StringVar(&cfg.AdvertiseAddress, "advertise-address", cfg.AdvertiseAddress, "address other nodes reach kube-apiserver on (default: this host's address on its default route)")

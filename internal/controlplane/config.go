@@ -23,6 +23,9 @@ type Config struct {
 	DatastoreCAFile   string
 	DatastoreCertFile string
 	DatastoreKeyFile  string
+	// DatastoreReservedSpace is the embedded engine's reserve of free
+	// disk (datastore.Config.ReservedSpace; 0 is automatic).
+	DatastoreReservedSpace uint64
 	// Token is the cluster secret: servers sharing a datastore derive from
 	// it the key that seals the CA they share there.
 	Token string

@@ -82,6 +82,15 @@ func (s *Server) Run(ctx context.Context) error {
 	if os.Geteuid() != 0 {
 		return errors.New("cloudless server must run as root: it manages certificates under /var/lib, mounts and network rules; run it with sudo (or as a systemd service)")
 	}
+	dscfg := datastore.DefaultConfig()
+	dscfg.DataDir, dscfg.Endpoint, dscfg.ReservedSpace = s.cfg.DataDir, s.cfg.DatastoreEndpoint, s.cfg.DatastoreReservedSpace
+	if !s.cfg.externalEtcd() {
+		// Before anything starts: a disk too small fails here, in one line,
+		// not after the components have logged hundreds.
+		if err := dscfg.CheckDisk(); err != nil {
+			return err
+		}
+	}
 	release, err := lockDataDir(s.cfg.DataDir)
 	if err != nil {
 		return err
@@ -121,8 +130,6 @@ func (s *Server) Run(ctx context.Context) error {
 			return err
 		}
 	} else {
-		dscfg := datastore.DefaultConfig()
-		dscfg.DataDir, dscfg.Endpoint = s.cfg.DataDir, s.cfg.DatastoreEndpoint
 		ds, err := datastore.Open(ctx, dscfg, s.log.With("subsystem", "datastore"))
 		if err != nil {
 			return err
@@ -175,7 +182,6 @@ func (s *Server) Run(ctx context.Context) error {
 	go restart.run(ctx, "kube-scheduler", func(ctx context.Context) error {
 		return runScheduler(ctx, s.schedulerArgs())
 	})
-
 
 	kc := AdminKubeconfig(s.cfg.DataDir)
 	s.phase(5, "ready", "kubeconfig", kc)

@@ -50,13 +50,14 @@ type Config struct {
 	// notification when they asked for one.
 	ProgressNotifyInterval time.Duration
 	// ReservedSpace is the free disk space, in bytes, below which the
-	// embedded engine refuses writes (reads go on).
+	// embedded engine refuses writes (reads go on); 0 is automatic (see
+	// Reserve).
 	ReservedSpace uint64
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{DataDir: "/var/lib/cloudless", ProgressNotifyInterval: 10 * time.Minute, ReservedSpace: 256 << 20}
+	return Config{DataDir: "/var/lib/cloudless", ProgressNotifyInterval: 10 * time.Minute}
 }
 
 // Validate checks the configuration without side effects.
@@ -97,13 +98,17 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Datastore, error)
 	}
 	var eng mvcc.Engine
 	var err error
+	if err := cfg.CheckDisk(); err != nil {
+		return nil, err
+	}
 	if cfg.Endpoint == "" {
 		dir := cfg.EngineDir()
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("datastore: create %s: %w (is the data dir writable? run as root or choose --data-dir)", dir, err)
 		}
-		log.Info("opening embedded engine", "dir", dir)
-		eng, err = pebble.Open(dir, pebble.Options{MinFreeBytes: cfg.ReservedSpace}, log.With("engine", "pebble"))
+		reserve := cfg.reserveFor(dir)
+		log.Info("opening embedded engine", "dir", dir, "reserved_space_mib", reserve>>20)
+		eng, err = pebble.Open(dir, pebble.Options{MinFreeBytes: reserve}, log.With("engine", "pebble"))
 	} else {
 		log.Info("connecting to PostgreSQL", "endpoint", redact(cfg.Endpoint))
 		eng, err = postgres.Open(ctx, cfg.Endpoint, log.With("engine", "postgres"))

@@ -21,6 +21,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cloudless-dev/cloudless/internal/datastore"
+	"github.com/cloudless-dev/cloudless/internal/datastore/engine/pebble"
 	"github.com/cloudless-dev/cloudless/internal/lint"
 )
 
@@ -37,6 +39,11 @@ type Facts struct {
 	Overlayfs        bool    `json:"overlayfs"`
 	DatastoreBytes   int64   `json:"datastore_bytes"`
 	NameserversValid bool    `json:"upstream_nameservers"`
+
+	// The data dir's free disk and the embedded engine's reserve (both
+	// 0 when no embedded engine is there).
+	DiskFreeBytes uint64 `json:"disk_free_bytes"`
+	ReservedBytes uint64 `json:"datastore_reserved_bytes"`
 }
 
 // Config says where to look.
@@ -53,6 +60,9 @@ type Config struct {
 	// FsyncSamples is how many 2 KiB write+fdatasync rounds measure the
 	// data dir's disk (etcd's guidance: p99 under 10 ms).
 	FsyncSamples int
+	// ReservedSpace is the server's --datastore-reserved-space (0:
+	// automatic, as the server computes it).
+	ReservedSpace uint64
 }
 
 // Result is the report plus the measured facts.
@@ -166,6 +176,7 @@ func hostChecks(cfg Config, r *reporter) Facts {
 	if f.DatastoreBytes > 2<<30 {
 		r.add("CL-DS-001", lint.Warning, "datastore", fmt.Sprintf("the datastore holds %.1f GiB: start and compaction slow down, and something is likely writing too much", float64(f.DatastoreBytes)/(1<<30)), "find the biggest keys with `cloudless datastore` tools; check Events and leases churn")
 	}
+	diskSpaceCheck(cfg, &f, r)
 	f.NameserversValid = upstreamResolvers(cfg.Root)
 	if !f.NameserversValid {
 		r.add("CL-DNS-002", lint.Warning, "/etc/resolv.conf", "no upstream resolver besides loopback stubs: pods resolve cluster names only, and a kubelet pointed at 127.0.0.53 makes pods query themselves", "configure real nameservers (or systemd-resolved's upstreams), or give --resolv-conf")
@@ -264,6 +275,29 @@ func fsyncP99(dir string, n int) (time.Duration, error) {
 	}
 	slices.Sort(lat)
 	return lat[len(lat)*99/100], nil
+}
+
+// diskSpaceCheck reports an embedded datastore whose disk is below its
+// reserve (writes are refused) or within twice of it.
+func diskSpaceCheck(cfg Config, f *Facts, r *reporter) {
+	ds := datastore.Config{DataDir: cfg.DataDir, ReservedSpace: cfg.ReservedSpace}
+	if _, err := os.Stat(pebble.WALPath(ds.EngineDir())); err != nil {
+		return // no embedded engine here
+	}
+	free, size, err := ds.DiskSpace()
+	if err != nil {
+		return
+	}
+	f.DiskFreeBytes, f.ReservedBytes = free, ds.Reserve(size)
+	msg := fmt.Sprintf("%d MiB free on the disk of %s, against the datastore's %d MiB reserve", free>>20, cfg.DataDir, f.ReservedBytes>>20)
+	switch {
+	case free < f.ReservedBytes:
+		r.add("CL-DS-003", lint.Error, "disk of "+cfg.DataDir, msg+": the datastore refuses writes (the API still serves reads)",
+			"free disk space or grow the disk: writes resume by themselves, no restart needed")
+	case free < 2*f.ReservedBytes:
+		r.add("CL-DS-003", lint.Warning, "disk of "+cfg.DataDir, msg+": below it the datastore refuses writes",
+			"free disk space or grow the disk")
+	}
 }
 
 func dirSize(dir string) int64 {

@@ -12,12 +12,14 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
+	"github.com/cloudless-dev/cloudless/internal/datastore/engine/pebble"
 	"github.com/cloudless-dev/cloudless/internal/lint"
 	"github.com/cloudless-dev/cloudless/internal/pki"
 )
@@ -234,5 +236,52 @@ func TestPendingObjects(t *testing.T) {
 		if got[item] != want {
 			t.Errorf("%s reported = %v, want %v", item, got[item], want)
 		}
+	}
+}
+
+// TestDiskBelowReserve: CL-DS-003 is an error below the reserve, a
+// warning within twice of it, and absent with room or without an
+// embedded engine.
+func TestDiskBelowReserve(t *testing.T) {
+	dir := t.TempDir()
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	free := st.Bavail * uint64(st.Bsize)
+	for _, tt := range []struct {
+		name    string
+		engine  bool
+		reserve uint64
+		want    lint.Severity
+		found   bool
+	}{
+		{name: "below the reserve", engine: true, reserve: free * 4, want: lint.Error, found: true},
+		{name: "within twice the reserve", engine: true, reserve: free * 3 / 4, want: lint.Warning, found: true},
+		{name: "room", engine: true, reserve: 1},
+		{name: "no embedded engine", reserve: free * 4},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			data := t.TempDir()
+			if tt.engine {
+				seg := pebble.WALPath(filepath.Join(data, "datastore"))
+				os.MkdirAll(filepath.Dir(seg), 0o700)
+				if err := os.WriteFile(seg, nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var r reporter
+			var f Facts
+			diskSpaceCheck(Config{DataDir: data, ReservedSpace: tt.reserve}, &f, &r)
+			var got []lint.Finding
+			for _, x := range r.findings {
+				if x.ID == "CL-DS-003" {
+					got = append(got, x)
+				}
+			}
+			if len(got) > 0 != tt.found || (tt.found && got[0].Severity != tt.want) {
+				t.Fatalf("CL-DS-003 findings = %+v, want found %v with severity %v", got, tt.found, tt.want)
+			}
+		})
 	}
 }
