@@ -82,6 +82,16 @@ func (p paths) resolvConf() string    { return filepath.Join(p.root, "resolv.con
 func (p paths) podLogs() string       { return filepath.Join(p.root, "pod-logs") }
 func (p paths) registryHosts() string { return filepath.Join(p.root, "registries.d") }
 
+// devicePlugins is where device plugins find the kubelet's registration
+// socket, kubelet.sock, and put their own: upstream's layout under the
+// kubelet root dir, for this node only.
+func (p paths) devicePlugins() string { return filepath.Join(p.kubeletRoot(), "device-plugins") }
+
+// nriSocket is containerd's NRI socket, for NRI plugins; nriDir holds the
+// plugins containerd starts itself and their configuration.
+func (p paths) nriSocket() string { return filepath.Join(p.run, "nri", "nri.sock") }
+func (p paths) nriDir() string    { return filepath.Join(p.root, "nri") }
+
 // RunDirFor is /run/cloudless for the default data dir, and a directory
 // of its own for any other, so that several agents (tests) can share a
 // machine.
@@ -92,6 +102,24 @@ func RunDirFor(dataDir string) string {
 	sum := sha256.Sum256([]byte(dataDir))
 	return "/run/cloudless-" + hex.EncodeToString(sum[:4])
 }
+
+// SharedHostPaths are the only paths outside its data and run dirs that a
+// node writes to, and no two nodes write the same file there: the
+// kubelet's links to container logs in /var/log/containers (where log
+// shippers look) are named after the container ID, and containerd's shim
+// sockets in /run/containerd/s after a hash of the node's containerd
+// socket; upstream hardcodes both directories.
+var SharedHostPaths = []string{"/var/log/containers", "/run/containerd/s"}
+
+// DevicePluginsDir is where the kubelet of the node with dataDir listens
+// for device plugins (kubelet.sock) and they put their sockets.
+func DevicePluginsDir(dataDir string) string {
+	return paths{root: filepath.Join(dataDir, "agent")}.devicePlugins()
+}
+
+// NRISocket is containerd's NRI socket of the node with dataDir (and the
+// default run dir).
+func NRISocket(dataDir string) string { return paths{run: RunDirFor(dataDir)}.nriSocket() }
 
 // ImagesDir is where image archives are imported from.
 func ImagesDir(dataDir string) string { return filepath.Join(dataDir, "agent", "images") }
@@ -204,7 +232,7 @@ func (a *Agent) run(ctx context.Context) error {
 	}
 	errc := make(chan error, 3)
 	go func() {
-		err := runKubelet(ctx, a.kubeletArgs())
+		err := runKubelet(ctx, a.kubeletArgs(), a.paths.devicePlugins())
 		if err == nil {
 			// The kubelet returns without an error only when its own
 			// signal handler got SIGTERM or SIGINT, which end ctx too

@@ -50,6 +50,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
         BinaryName = %q
+        Root = %q
         SystemdCgroup = %v
   [plugins."io.containerd.cri.v1.runtime".cni]
     bin_dirs = [%q]
@@ -58,8 +59,17 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 [plugins."io.containerd.grpc.v1.cri"]
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
+
+[plugins."io.containerd.nri.v1.nri"]
+  socket_path = %q
+  plugin_path = %q
+  plugin_config_path = %q
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = %q
 `, a.paths.containerdRoot(), a.paths.containerdState(), a.paths.containerdSocket(), a.paths.containerdSocket()+".ttrpc",
-		PauseImage, a.paths.registryHosts(), restrict, a.helper("runc"), a.cgroupDriver == "systemd", a.helper("cni"), a.paths.cniConfDir())
+		PauseImage, a.paths.registryHosts(), restrict, a.helper("runc"), filepath.Join(a.paths.run, "runc"), a.cgroupDriver == "systemd", a.helper("cni"), a.paths.cniConfDir(),
+		a.paths.nriSocket(), filepath.Join(a.paths.nriDir(), "plugins"), filepath.Join(a.paths.nriDir(), "conf.d"), filepath.Join(a.paths.root, "opt"))
 }
 
 // hasCapSysResource reports whether this process may lower oom_score_adj.
@@ -107,7 +117,8 @@ func (a *Agent) startContainerd(ctx context.Context) (<-chan error, error) {
 	// The shim is this binary under the name containerd-shim-runc-v2, in
 	// shimDir; containerd looks it up in PATH, and so does the shim for
 	// runc when it cleans up.
-	cmd.Env = append(os.Environ(), "PATH="+a.paths.shimDir()+":"+a.cfg.HelpersDir+":"+os.Getenv("PATH"))
+	cmd.Env = append(os.Environ(), "PATH="+a.paths.shimDir()+":"+a.cfg.HelpersDir+":"+os.Getenv("PATH"),
+		cniCacheEnv+"="+filepath.Join(a.paths.root, "cni", "cache"))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		logf.Close()

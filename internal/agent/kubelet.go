@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 	kubeletapp "k8s.io/kubernetes/cmd/kubelet/app"
 )
 
@@ -93,7 +94,14 @@ func (a *Agent) kubeletArgs() []string {
 
 // runKubelet runs the kubelet until the process is signalled; the kubelet
 // sets up its own signal handling and cannot be stopped otherwise.
-func runKubelet(ctx context.Context, args []string) error {
+//
+// The device manager's socket and checkpoint go to devicePlugins, not to
+// the /var/lib/kubelet/device-plugins/ upstream hardcodes (a variable in
+// our copy of k8s.io/kubelet, third_party/kubelet): one kubelet per
+// process, set before it starts.
+func runKubelet(ctx context.Context, args []string, devicePlugins string) error {
+	pluginapi.DevicePluginPath = devicePlugins + "/"
+	pluginapi.KubeletSocket = pluginapi.DevicePluginPath + "kubelet.sock"
 	cmd := kubeletapp.NewKubeletCommand(ctx)
 	cmd.SetArgs(args)
 	return cmd.ExecuteContext(ctx)

@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/containerd/v2/plugins"
 	"github.com/containerd/plugin"
 	"github.com/containerd/plugin/registry"
+	"github.com/containernetworking/cni/libcni"
 	"github.com/prometheus/client_golang/prometheus"
 
 	_ "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/task/plugin"
@@ -26,12 +27,20 @@ import (
 // name) until it is signalled.
 func RunContainerd(args []string) error {
 	cleanMetrics()
+	if dir := os.Getenv(cniCacheEnv); dir != "" {
+		libcni.CacheDir = dir
+	}
 	return command.App().Run(append([]string{"containerd"}, args...))
 }
 
 // shimEnv marks the shim's own re-executions: it starts its long-running
 // server by running os.Executable(), which is this binary's real name.
 const shimEnv = "CLOUDLESS_AS_CONTAINERD_SHIM"
+
+// cniCacheEnv names the directory where libcni, in containerd, caches
+// each pod's network results: the node's own, not upstream's fixed
+// /var/lib/cni (set by startContainerd).
+const cniCacheEnv = "CLOUDLESS_CNI_CACHE_DIR"
 
 // IsShim reports whether the process was started as the runc shim.
 func IsShim(argv0 string) bool {
