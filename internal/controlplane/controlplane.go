@@ -75,8 +75,18 @@ func (s *Server) phase(n int, msg string, args ...any) {
 	s.log.Info(fmt.Sprintf("[%d/5] %s", n, msg), args...)
 }
 
-// Run boots the control plane and serves until ctx ends.
+// Run boots the control plane and serves until ctx ends. A stop (ctx
+// ending) at any point, during start-up too, returns nil: the caller
+// asked for it.
 func (s *Server) Run(ctx context.Context) error {
+	err := s.run(ctx)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (s *Server) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if os.Geteuid() != 0 {
