@@ -109,7 +109,11 @@ func RunDirFor(dataDir string) string {
 // shippers look) are named after the container ID, and containerd's shim
 // sockets in /run/containerd/s after a hash of the node's containerd
 // socket; upstream hardcodes both directories.
-var SharedHostPaths = []string{"/var/log/containers", "/run/containerd/s"}
+var SharedHostPaths = []string{ContainerLogLinksDir, "/run/containerd/s"}
+
+// ContainerLogLinksDir is where the kubelet links each container's log
+// (upstream's legacy path, which log shippers read).
+const ContainerLogLinksDir = "/var/log/containers"
 
 // DevicePluginsDir is where the kubelet of the node with dataDir listens
 // for device plugins (kubelet.sock) and they put their sockets.

@@ -67,6 +67,18 @@ func shared(path string) bool {
 	return false
 }
 
+// removeLogLinks removes the kubelet's links in the shared
+// agent.ContainerLogLinksDir to logs under dir, which
+// would dangle once the test's data dirs are gone.
+func removeLogLinks(dir string) {
+	links, _ := filepath.Glob(filepath.Join(agent.ContainerLogLinksDir, "*.log"))
+	for _, l := range links {
+		if to, err := os.Readlink(l); err == nil && strings.HasPrefix(to, dir+"/") {
+			os.Remove(l)
+		}
+	}
+}
+
 // TestContainedNodes joins two nodes on one machine (two network and
 // mount namespaces over the same filesystems), each running a pod: each
 // has its own device-plugin and NRI sockets under its own data and run
@@ -96,6 +108,7 @@ func TestContainedNodes(t *testing.T) {
 				agent.RemoveCgroups(n.data)
 			}
 		}
+		removeLogLinks(dir)
 		os.RemoveAll(dir)
 	})
 	archive := appArchive(t)

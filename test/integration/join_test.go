@@ -43,6 +43,7 @@ func TestAgentJoin(t *testing.T) {
 		agent.KillShims(agent.RunDirFor(nodeData))
 		os.RemoveAll(agent.RunDirFor(nodeData))
 		agent.RemoveCgroups(nodeData)
+		removeLogLinks(dir)
 		os.RemoveAll(dir)
 	})
 	node, other := nodens.New(t, "b", 1), nodens.New(t, "c", 2)
