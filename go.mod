@@ -337,10 +337,7 @@ replace k8s.io/kube-scheduler => k8s.io/kube-scheduler v0.35.4
 
 replace k8s.io/kubectl => k8s.io/kubectl v0.35.4
 
-// A copy of k8s.io/kubelet v0.35.4 whose device-plugin socket path is a
-// variable, so that each node keeps it under its own data dir
-// (third_party/kubelet/CLOUDLESS.md).
-replace k8s.io/kubelet => ./third_party/kubelet
+replace k8s.io/kubelet => k8s.io/kubelet v0.35.4
 
 replace k8s.io/metrics => k8s.io/metrics v0.35.4
 

