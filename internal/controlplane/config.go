@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/cloudless-dev/cloudless/internal/datastore"
 	"github.com/cloudless-dev/cloudless/internal/network"
@@ -100,20 +102,33 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("--data-dir is empty")
 	}
-	cluster, err := netip.ParsePrefix(c.ClusterCIDR)
+	cluster, err := ipv4Prefix("--cluster-cidr", c.ClusterCIDR, "10.42.0.0/16")
 	if err != nil {
-		return fmt.Errorf("--cluster-cidr %q is not a CIDR (for example 10.42.0.0/16): %v", c.ClusterCIDR, err)
+		return err
 	}
-	service, err := netip.ParsePrefix(c.ServiceCIDR)
+	service, err := ipv4Prefix("--service-cidr", c.ServiceCIDR, "10.43.0.0/16")
 	if err != nil {
-		return fmt.Errorf("--service-cidr %q is not a CIDR (for example 10.43.0.0/16): %v", c.ServiceCIDR, err)
+		return err
 	}
 	if cluster.Overlaps(service) {
 		return fmt.Errorf("--cluster-cidr %s overlaps --service-cidr %s; choose ranges that do not overlap", cluster, service)
 	}
+	nodeMask, err := c.nodeCIDRMaskSize()
+	if err != nil {
+		return err
+	}
+	if cluster.Bits() > nodeMask {
+		return fmt.Errorf("--cluster-cidr %s is smaller than one node's pod range (/%d): give a range of /%d or larger, e.g. 10.42.0.0/16, or a longer --kube-controller-manager-arg=--node-cidr-mask-size", cluster, nodeMask, nodeMask)
+	}
+	if nodeMask > maxNodeCIDRMaskSize {
+		return fmt.Errorf("--node-cidr-mask-size %d leaves no room for pods (the pod gateway takes one address): use at most %d", nodeMask, maxNodeCIDRMaskSize)
+	}
 	dns, err := netip.ParseAddr(c.ClusterDNS)
 	if err != nil || !service.Contains(dns) {
 		return fmt.Errorf("--cluster-dns %q must be an address inside --service-cidr %s", c.ClusterDNS, service)
+	}
+	if first := service.Masked().Addr().Next(); dns == service.Masked().Addr() || dns == first || dns == lastAddr(service) {
+		return fmt.Errorf("--cluster-dns %s is reserved in --service-cidr %s (the network address, %s for the kubernetes Service, or the broadcast address): pick another, e.g. the tenth address", dns, service, first)
 	}
 	if err := network.ValidateModes(c.NetworkBackend, c.ProxyMode); err != nil {
 		return fmt.Errorf("--network-backend/--proxy-mode: %w", err)
@@ -127,8 +142,17 @@ func (c *Config) Validate() error {
 	if net.ParseIP(c.BindAddress) == nil {
 		return fmt.Errorf("--bind-address %q is not an IP address", c.BindAddress)
 	}
-	if c.AdvertiseAddress != "" && net.ParseIP(c.AdvertiseAddress) == nil {
-		return fmt.Errorf("--advertise-address %q is not an IP address", c.AdvertiseAddress)
+	if c.AdvertiseAddress != "" {
+		a, err := netip.ParseAddr(c.AdvertiseAddress)
+		if err != nil {
+			return fmt.Errorf("--advertise-address %q is not an IP address", c.AdvertiseAddress)
+		}
+		if !a.Unmap().Is4() {
+			return fmt.Errorf("--advertise-address %s is IPv6: %s; give this host's IPv4 address", a, ipv4Only)
+		}
+	}
+	if errs := validation.IsDNS1123Subdomain(c.ClusterDomain); len(errs) > 0 {
+		return fmt.Errorf("--cluster-domain %q: %s (the default is cluster.local)", c.ClusterDomain, strings.Join(errs, "; "))
 	}
 	if c.CertValidity < time.Minute {
 		return fmt.Errorf("--cert-validity %s is too short", c.CertValidity)
@@ -152,6 +176,60 @@ func (c *Config) Validate() error {
 	ds := datastore.DefaultConfig()
 	ds.DataDir, ds.Endpoint = c.DataDir, c.DatastoreEndpoint
 	return ds.Validate()
+}
+
+// ipv4Only says what address families are supported.
+const ipv4Only = "Cloudless supports IPv4 only for now (no IPv6, no dual-stack)"
+
+// defaultNodeCIDRMaskSize is the size of each node's pod range:
+// kube-controller-manager's default for IPv4 (--node-cidr-mask-size).
+const defaultNodeCIDRMaskSize = 24
+
+// maxNodeCIDRMaskSize leaves a node's pod range room for its gateway
+// and one pod.
+const maxNodeCIDRMaskSize = 30
+
+// ipv4Prefix parses the IPv4 CIDR given to flag, or says what is wrong and
+// what to give instead.
+func ipv4Prefix(flag, v, example string) (netip.Prefix, error) {
+	if strings.Contains(v, ",") {
+		return netip.Prefix{}, fmt.Errorf("%s %q is a list: %s; give one IPv4 range, e.g. %s", flag, v, ipv4Only, example)
+	}
+	p, err := netip.ParsePrefix(v)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%s %q is not a CIDR (for example %s): %v", flag, v, example, err)
+	}
+	if !p.Addr().Is4() {
+		return netip.Prefix{}, fmt.Errorf("%s %s is IPv6: %s; give an IPv4 range, e.g. %s", flag, p, ipv4Only, example)
+	}
+	return p, nil
+}
+
+// lastAddr is the last address of p (its broadcast address for IPv4).
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	n := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3]) | host
+	return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
+}
+
+// nodeCIDRMaskSize is the size of each node's pod range: the last
+// --node-cidr-mask-size[-ipv4] among the controller-manager's extra
+// flags, else upstream's default.
+func (c *Config) nodeCIDRMaskSize() (int, error) {
+	size := defaultNodeCIDRMaskSize
+	for _, a := range c.ControllerManagerArgs {
+		k, v, ok := strings.Cut(a, "=")
+		if !ok || k != "--node-cidr-mask-size" && k != "--node-cidr-mask-size-ipv4" {
+			continue
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 32 {
+			return 0, fmt.Errorf("--kube-controller-manager-arg=%s: want a mask size from 1 to 32, e.g. %s=%d", a, k, defaultNodeCIDRMaskSize)
+		}
+		size = n
+	}
+	return size, nil
 }
 
 // firstServiceIP is the kubernetes Service's ClusterIP.

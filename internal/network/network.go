@@ -92,11 +92,14 @@ func New(cfg Config, log *slog.Logger) (*Network, error) {
 	}
 	ip := net.ParseIP(cfg.NodeIP).To4()
 	if ip == nil {
-		return nil, fmt.Errorf("network: node address %q is not IPv4 (IPv6 pod networks are not supported yet)", cfg.NodeIP)
+		return nil, fmt.Errorf("network: node address %q is not IPv4: IPv4 only for now (no IPv6, no dual-stack); give --node-ip an IPv4 address of this host", cfg.NodeIP)
 	}
 	cluster, err := netip.ParsePrefix(cfg.ClusterCIDR)
 	if err != nil {
 		return nil, fmt.Errorf("network: cluster CIDR: %w", err)
+	}
+	if !cluster.Addr().Is4() {
+		return nil, fmt.Errorf("network: cluster CIDR %s is IPv6: IPv4 only for now (no IPv6, no dual-stack); restart the server with an IPv4 --cluster-cidr", cluster)
 	}
 	n := &Network{cfg: cfg, log: log, backend: cfg.Backend, nodeIP: ip, cluster: cluster.Masked()}
 	feats := probeKernel()

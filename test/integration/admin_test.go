@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -227,13 +228,23 @@ func TestServerRejectsBadInput(t *testing.T) {
 		{"bad pod security level", []string{"--pod-security-enforce", "strict"}, "want privileged, baseline or restricted"},
 		{"port in use", []string{"--bind-address", "127.0.0.1", "--https-listen-port", fmt.Sprint(busyPort(t))}, "kube-apiserver's port"},
 		{"controller-manager port in use", []string{"--kube-controller-manager-arg=--secure-port=" + fmt.Sprint(busyPort(t))}, "kube-controller-manager's port"},
+		{"IPv6 cluster CIDR", []string{"--cluster-cidr", "fd00::/64"}, "--cluster-cidr fd00::/64 is IPv6: Cloudless supports IPv4 only for now (no IPv6, no dual-stack); give an IPv4 range"},
+		{"IPv6 service CIDR", []string{"--service-cidr", "fd00:43::/112", "--cluster-dns", "fd00:43::a"}, "--service-cidr fd00:43::/112 is IPv6"},
+		{"dual-stack cluster CIDR", []string{"--cluster-cidr", "10.42.0.0/16,fd00::/56"}, "is a list: Cloudless supports IPv4 only for now"},
+		{"IPv6 advertise address", []string{"--advertise-address", "fd00::10"}, "--advertise-address fd00::10 is IPv6"},
+		{"cluster CIDR smaller than a node's range", []string{"--cluster-cidr", "10.42.0.0/25"}, "is smaller than one node's pod range (/24)"},
+		{"DNS on the kubernetes Service", []string{"--cluster-dns", "10.43.0.1"}, "--cluster-dns 10.43.0.1 is reserved"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			data := filepath.Join(dir, strings.ReplaceAll(tt.name, " ", "-"))
 			_, errOut, err := cli(t, append([]string{"server", "--data-dir", data}, tt.args...)...)
-			if err == nil || !strings.Contains(errOut, tt.want) {
-				t.Errorf("err = %v, stderr %q: want it to contain %q", err, errOut, tt.want)
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(errOut, tt.want) {
+				t.Errorf("err = %v, stderr %q: want exit code 1 and stderr containing %q", err, errOut, tt.want)
+			}
+			if strings.Contains(errOut, "control plane is ready") {
+				t.Errorf("the server said it was ready before refusing its input:\n%s", errOut)
 			}
 			if _, err := os.Stat(filepath.Join(data, "server", "tls")); err == nil {
 				t.Error("certificates were made before the input was checked")
