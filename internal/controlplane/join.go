@@ -78,12 +78,14 @@ clusters:
 				"clusterCIDR": s.cfg.ClusterCIDR, "serviceCIDR": s.cfg.ServiceCIDR, "networkBackend": s.cfg.NetworkBackend, "proxyMode": s.cfg.ProxyMode}},
 		// Every node runs kube-proxy, the NetworkPolicy controller, its
 		// routes and cluster DNS with its own credential: they read
-		// Services, EndpointSlices, pods, namespaces, policies and nodes.
+		// Services, EndpointSlices, pods, namespaces, policies and nodes,
+		// and kube-proxy watches ServiceCIDRs (upstream's
+		// system:node-proxier grants the same).
 		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "cloudless:node-network"},
 			Rules: []rbacv1.PolicyRule{
 				{APIGroups: []string{""}, Resources: []string{"pods", "namespaces", "services", "endpoints", "nodes"}, Verbs: []string{"get", "list", "watch"}},
 				{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
-				{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"get", "list", "watch"}},
+				{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies", "servicecidrs"}, Verbs: []string{"get", "list", "watch"}},
 				{APIGroups: []string{"", "events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch", "update"}},
 			}},
 		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "cloudless:cluster-info-reader", Namespace: metav1.NamespacePublic},

@@ -172,6 +172,12 @@ func TestAgent(t *testing.T) {
 		}
 		return string(out)
 	}
+	// kube-proxy watches ServiceCIDRs with the node's credential.
+	for _, verb := range []string{"list", "watch"} {
+		if out := kubectl("auth", "can-i", verb, "servicecidrs.networking.k8s.io", "--as=system:node:node-a", "--as-group=system:nodes"); strings.TrimSpace(out) != "yes" {
+			t.Errorf("can node-a %s servicecidrs? %q, want yes", verb, out)
+		}
+	}
 	var logs string
 	poll(t, ctx, "the pod's log", func() (bool, error) {
 		b, err := cs.CoreV1().Pods("default").GetLogs(pod.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
