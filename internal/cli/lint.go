@@ -10,6 +10,7 @@ import (
 
 func newLintCmd() *cobra.Command {
 	var output, failOn string
+	var skipUnparseable bool
 	cmd := &cobra.Command{
 		Use:   "lint FILE|DIR|-...",
 		Short: "Check manifests for on-prem foot-guns, without a cluster",
@@ -21,26 +22,46 @@ left behind, HPA and VPA fighting, native sidecars without probes, root and
 privilege escalation, BestEffort workloads, latest tags, removed API
 versions, Services selecting nothing. Every check: docs/doctor.md.
 
-A document that does not parse is reported with its file and line and the
-rest are still checked; kinds no check knows (CRDs) are skipped.
+Input that is not a Kubernetes object (binary data, broken YAML or JSON, a
+document without apiVersion and kind) is an error naming the file and line
+(exit 2); with --skip-unparseable it is a note instead and the rest is still
+checked. Kinds no check knows (CRDs) are skipped with a note.
 Silence a finding on one object with the annotation
   cloudless.dev/lint-ignore: "CL-NET-001: clients are behind a proxy anyway"
 (the reason is required).
 
-Exit code: 0 clean (or below --fail-on), 1 findings at or above --fail-on,
-2 errors.`,
+Exit codes:
+  0  clean, or only findings below --fail-on
+  1  findings at or above --fail-on (and below error)
+  2  findings of severity error; input that cannot be parsed (unless
+     --skip-unparseable); a file that does not exist or cannot be read;
+     a bad flag`,
 		Example: `  cloudless lint deploy/
   kustomize build overlays/prod | cloudless lint - -o sarif > lint.sarif
   cloudless lint --fail-on warning app.yaml`,
-		Args: cobra.MinimumNArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return lintError(cmd, fmt.Errorf("lint: no input: give a manifest file, a directory of them, or - for stdin"))
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			fail, err := lint.ParseSeverity(failOn)
 			if err != nil {
-				return fmt.Errorf("--fail-on: %w", err)
+				return lintError(cmd, fmt.Errorf("--fail-on: %w", err))
+			}
+			if err := lint.CheckFormat(output); err != nil {
+				return lintError(cmd, fmt.Errorf("-o: %w", err))
 			}
 			objs, notes, err := lint.Load(args, cmd.InOrStdin())
 			if err != nil {
-				return err
+				return lintError(cmd, fmt.Errorf("lint: %w", err))
+			}
+			if errs := lint.Unparseable(notes); len(errs) > 0 && !skipUnparseable {
+				for _, err := range errs {
+					fmt.Fprintf(cmd.ErrOrStderr(), "error: %v\n", err)
+				}
+				return exitCode(lint.ExitError)
 			}
 			for _, o := range objs {
 				if !lint.Known(o) {
@@ -59,5 +80,13 @@ Exit code: 0 clean (or below --fail-on), 1 findings at or above --fail-on,
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "table, json or sarif")
 	cmd.Flags().StringVar(&failOn, "fail-on", "error", "lowest severity that fails with exit code 1: info, warning or error (errors always exit 2)")
+	cmd.Flags().BoolVar(&skipUnparseable, "skip-unparseable", false, "report input that is not a Kubernetes object as a note and check the rest, instead of failing with exit code 2")
+	cmd.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return lintError(cmd, err) })
 	return cmd
+}
+
+// lintError prints err as one line and ends lint with lint.ExitError.
+func lintError(cmd *cobra.Command, err error) error {
+	fmt.Fprintf(cmd.ErrOrStderr(), "error: %v\n", err)
+	return exitCode(lint.ExitError)
 }

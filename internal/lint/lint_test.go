@@ -105,3 +105,68 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 }
+
+// TestUnparseable: input that is not a Kubernetes object is one note
+// marked Unparseable, with the file and the line where known, and
+// Unparseable turns it into one error line that names the fix; the
+// documents that do parse are still read.
+func TestUnparseable(t *testing.T) {
+	tests := []struct {
+		file    string // in testdata/unparseable
+		where   string // file:line, or file when the line is not known
+		message string // substring of the note
+		objects int
+	}{
+		{file: "random.bin", where: "random.bin", message: "binary data, not YAML or JSON"},
+		{file: "binary.elf", where: "binary.elf", message: "binary data, not YAML or JSON"},
+		{file: "latin1.yaml", where: "latin1.yaml", message: "binary data, not YAML or JSON"},
+		{file: "broken.yaml", where: "broken.yaml:4", message: "not YAML or JSON: yaml: line 4"},
+		{file: "broken.json", where: "broken.json:1", message: "not YAML or JSON: yaml: line 1"},
+		{file: "scalar.yaml", where: "scalar.yaml:1", message: "not a Kubernetes object: want a mapping with apiVersion and kind"},
+		{file: "list.yaml", where: "list.yaml:1", message: "not a Kubernetes object: want a mapping with apiVersion and kind"},
+		{file: "no-kind.yaml", where: "no-kind.yaml:1", message: "not a Kubernetes object"},
+		{file: "second-doc-broken.yaml", where: "second-doc-broken.yaml:8", message: "not YAML or JSON", objects: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			path := filepath.Join("testdata", "unparseable", tt.file)
+			objs, notes, err := Load([]string{path}, nil)
+			if err != nil {
+				t.Fatalf("Load(%q) = %v, want notes", path, err)
+			}
+			if len(objs) != tt.objects {
+				t.Errorf("Load(%q) objects = %d, want %d", path, len(objs), tt.objects)
+			}
+			if len(notes) != 1 || !notes[0].Unparseable || notes[0].Where() != filepath.Join("testdata", "unparseable", tt.where) || !strings.Contains(notes[0].Message, tt.message) {
+				t.Fatalf("Load(%q) notes = %+v, want one unparseable at %s containing %q", path, notes, tt.where, tt.message)
+			}
+			errs := Unparseable(notes)
+			if len(errs) != 1 {
+				t.Fatalf("Unparseable(%+v) = %v, want one error", notes, errs)
+			}
+			if msg := errs[0].Error(); !strings.HasPrefix(msg, notes[0].Where()+": ") || !strings.Contains(msg, "--skip-unparseable") || strings.Contains(msg, "\n") {
+				t.Errorf("Unparseable error = %q, want one line starting %q that names --skip-unparseable", msg, notes[0].Where())
+			}
+			Run(objs) // must not panic on what parsed
+		})
+	}
+}
+
+// TestLoadMissing: a path that does not exist is an error naming it, not
+// a note.
+func TestLoadMissing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nope.yaml")
+	_, _, err := Load([]string{path}, nil)
+	if err == nil || !strings.Contains(err.Error(), path+" does not exist") {
+		t.Errorf("Load(%q) = %v, want an error saying it does not exist", path, err)
+	}
+}
+
+// TestSkippedKindsAreNotUnparseable: a kind no check knows (a CRD) is
+// read, not refused.
+func TestSkippedKindsAreNotUnparseable(t *testing.T) {
+	objs, notes := parse("crd.yaml", []byte("apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n"))
+	if len(objs) != 1 || len(Unparseable(notes)) != 0 {
+		t.Errorf("parse(Widget) = %d objects, %+v, want 1 object and nothing unparseable", len(objs), notes)
+	}
+}

@@ -3,13 +3,16 @@ package lint
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -22,14 +25,39 @@ import (
 // parse (with its file and line), or a kind no check knows.
 type Note struct {
 	File    string `json:"file"`
-	Line    int    `json:"line"`
+	Line    int    `json:"line,omitempty"` // 0: the whole file
 	Message string `json:"message"`
+	// Unparseable: the input is not a Kubernetes object at all (binary,
+	// not YAML or JSON, no kind). `cloudless lint` refuses it (exit 2)
+	// unless --skip-unparseable.
+	Unparseable bool `json:"unparseable,omitempty"`
+}
+
+// Where is "file:line", or just "file" when the line is not known.
+func (n Note) Where() string {
+	if n.Line == 0 {
+		return n.File
+	}
+	return n.File + ":" + strconv.Itoa(n.Line)
+}
+
+// Unparseable returns one error per unparseable note, each one line
+// naming the file, the line where known, what is wrong and the fix.
+func Unparseable(notes []Note) []error {
+	var errs []error
+	for _, n := range notes {
+		if n.Unparseable {
+			errs = append(errs, fmt.Errorf("%s: %s; fix or remove it, or pass --skip-unparseable to skip it and check the rest", n.Where(), n.Message))
+		}
+	}
+	return errs
 }
 
 // Load reads manifests from paths (files, directories walked for .yaml,
-// .yml and .json, or "-" for stdin). Bad documents become notes and the
-// rest are still read; objects of kinds the scheme does not know (CRDs)
-// are kept as unstructured.
+// .yml and .json, or "-" for stdin). Bad documents become notes marked
+// Unparseable and the rest are still read; objects of kinds the scheme
+// does not know (CRDs) are kept as unstructured. A path that does not
+// exist or cannot be read is an error.
 func Load(paths []string, stdin io.Reader) ([]*Object, []Note, error) {
 	var objs []*Object
 	var notes []Note
@@ -47,6 +75,9 @@ func Load(paths []string, stdin io.Reader) ([]*Object, []Note, error) {
 			continue
 		}
 		st, err := os.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil, fmt.Errorf("%s does not exist: give a manifest file, a directory of them, or - for stdin", p)
+		}
 		if err != nil {
 			return nil, nil, err
 		}
@@ -87,22 +118,31 @@ var yamlLine = regexp.MustCompile(`line (\d+)`)
 func parse(file string, data []byte) ([]*Object, []Note) {
 	var objs []*Object
 	var notes []Note
-	for _, doc := range splitDocs(data) {
+	if bytes.IndexByte(data, 0) >= 0 || !utf8.Valid(data) {
+		return nil, []Note{{File: file, Message: "binary data, not YAML or JSON", Unparseable: true}}
+	}
+	docs, err := splitDocs(data)
+	if err != nil {
+		return nil, []Note{{File: file, Message: "not YAML or JSON: " + err.Error(), Unparseable: true}}
+	}
+	for _, doc := range docs {
 		if strings.TrimSpace(stripComments(doc.text)) == "" {
 			continue
 		}
 		var tm metav1.TypeMeta
 		js, err := yaml.YAMLToJSON([]byte(doc.text))
-		if err == nil {
-			err = yaml.Unmarshal(js, &tm)
-		}
 		if err != nil {
 			line := doc.line
 			if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
 				n, _ := strconv.Atoi(m[1])
 				line += n - 1
 			}
-			notes = append(notes, Note{File: file, Line: line, Message: "not parsed: " + err.Error()})
+			msg := strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")
+			notes = append(notes, Note{File: file, Line: line, Message: "not YAML or JSON: " + msg, Unparseable: true})
+			continue
+		}
+		if !bytes.HasPrefix(bytes.TrimSpace(js), []byte("{")) || yaml.Unmarshal(js, &tm) != nil {
+			notes = append(notes, Note{File: file, Line: doc.line, Message: "not a Kubernetes object: want a mapping with apiVersion and kind", Unparseable: true})
 			continue
 		}
 		if tm.Kind == "List" || strings.HasSuffix(tm.Kind, "List") && tm.APIVersion == "v1" {
@@ -126,7 +166,7 @@ func parse(file string, data []byte) ([]*Object, []Note) {
 func decode(file string, line int, js []byte) ([]*Object, []Note) {
 	u := &unstructured.Unstructured{}
 	if err := u.UnmarshalJSON(js); err != nil {
-		return nil, []Note{{File: file, Line: line, Message: "not a Kubernetes object: " + err.Error()}}
+		return nil, []Note{{File: file, Line: line, Message: "not a Kubernetes object: " + err.Error(), Unparseable: true}}
 	}
 	o := &Object{Obj: u, Kind: u.GetKind(), Namespace: u.GetNamespace(), Name: u.GetName(), Annotations: u.GetAnnotations(), File: file, Line: line}
 	if typed, _, err := scheme.Codecs.UniversalDeserializer().Decode(js, nil, nil); err == nil {
@@ -152,7 +192,9 @@ type doc struct {
 	line int // first line in the file
 }
 
-func splitDocs(data []byte) []doc {
+// splitDocs splits at "---" lines; a line too long to scan is an error
+// naming it.
+func splitDocs(data []byte) ([]doc, error) {
 	var docs []doc
 	var cur bytes.Buffer
 	start, n := 1, 0
@@ -169,7 +211,10 @@ func splitDocs(data []byte) []doc {
 		}
 		cur.WriteString(l + "\n")
 	}
-	return append(docs, doc{cur.String(), start})
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("line %d: %w", n+1, err)
+	}
+	return append(docs, doc{cur.String(), start}), nil
 }
 
 func stripComments(s string) string {

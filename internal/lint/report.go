@@ -14,8 +14,20 @@ type Report struct {
 	Notes    []Note    `json:"notes,omitempty"`
 }
 
+// CheckFormat reports whether Write knows format.
+func CheckFormat(format string) error {
+	switch format {
+	case "", "table", "json", "sarif":
+		return nil
+	}
+	return fmt.Errorf("output %q: want table, json or sarif", format)
+}
+
 // Write prints r as a table, json or sarif.
 func (r Report) Write(w io.Writer, format, tool string) error {
+	if err := CheckFormat(format); err != nil {
+		return err
+	}
 	switch format {
 	case "", "table":
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -31,7 +43,7 @@ func (r Report) Write(w io.Writer, format, tool string) error {
 			return err
 		}
 		for _, n := range r.Notes {
-			fmt.Fprintf(w, "note: %s:%d: %s\n", n.File, n.Line, n.Message)
+			fmt.Fprintf(w, "note: %s: %s\n", n.Where(), n.Message)
 		}
 		fmt.Fprintf(w, "%d findings (%s)\n", len(r.Findings), r.summary())
 		return nil
@@ -45,7 +57,7 @@ func (r Report) Write(w io.Writer, format, tool string) error {
 	case "sarif":
 		return json.NewEncoder(w).Encode(r.sarif(tool))
 	}
-	return fmt.Errorf("output %q: want table, json or sarif", format)
+	return nil
 }
 
 func (r Report) summary() string {
@@ -86,14 +98,21 @@ func (r Report) sarif(tool string) map[string]any {
 
 func sarifLevel(s Severity) string { return [...]string{"note", "warning", "error"}[s] }
 
-// ExitCode is 2 with errors, 1 with findings at or above failOn, else 0.
+// Exit codes of lint and doctor.
+const (
+	ExitFindings = 1 // findings at or above --fail-on
+	ExitError    = 2 // findings of severity error; input that cannot be parsed or read; bad flags
+)
+
+// ExitCode is ExitError with errors, ExitFindings with findings at or
+// above failOn, else 0.
 func ExitCode(fs []Finding, failOn Severity) int {
 	w := Worst(fs)
 	switch {
 	case w >= Error:
-		return 2
+		return ExitError
 	case w >= failOn && w >= 0:
-		return 1
+		return ExitFindings
 	}
 	return 0
 }

@@ -11,8 +11,10 @@ import (
 )
 
 // TestLintCLI runs `cloudless lint` as a user would: exit codes per
-// severity and --fail-on, a broken document named by file and line while
-// the rest is checked, SARIF, and stdin.
+// severity and --fail-on; input that cannot be parsed (random bytes,
+// broken YAML, a binary) or read (a missing file) exits 2 with one line
+// naming the file, unless --skip-unparseable makes it a note while the
+// rest is checked; SARIF, and stdin.
 func TestLintCLI(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, body string) string {
@@ -37,24 +39,50 @@ func TestLintCLI(t *testing.T) {
 		}
 		return 0
 	}
+	random := filepath.Join(corpus, "unparseable", "random.bin")
+	binary := filepath.Join(corpus, "unparseable", "binary.elf")
+	brokenOnly := filepath.Join(corpus, "unparseable", "broken.yaml")
+	missing := filepath.Join(dir, "missing.yaml")
+	const fix = "fix or remove it, or pass --skip-unparseable to skip it and check the rest"
 	tests := []struct {
-		name string
-		args []string
-		want int
-		out  string
+		name   string
+		args   []string
+		want   int
+		out    string // in stdout
+		errOut string // in stderr
 	}{
-		{"clean", []string{"lint", clean}, 0, "0 findings"},
-		{"warnings only", []string{"lint", warnOnly}, 0, "CL-RES-001"},
-		{"warnings with --fail-on warning", []string{"lint", "--fail-on", "warning", warnOnly}, 1, "CL-RES-001"},
-		{"an error", []string{"lint", withError}, 2, "CL-SEC-003"},
-		{"broken document named, the rest checked", []string{"lint", broken}, 2, "note: " + broken + ":4: not parsed"},
-		{"bad --fail-on", []string{"lint", "--fail-on", "fatal", clean}, 1, ""},
+		{name: "clean", args: []string{"lint", clean}, want: 0, out: "0 findings"},
+		{name: "warnings only", args: []string{"lint", warnOnly}, want: 0, out: "CL-RES-001"},
+		{name: "warnings with --fail-on warning", args: []string{"lint", "--fail-on", "warning", warnOnly}, want: 1, out: "CL-RES-001"},
+		{name: "an error", args: []string{"lint", withError}, want: 2, out: "CL-SEC-003"},
+		{name: "bad --fail-on", args: []string{"lint", "--fail-on", "fatal", clean}, want: 2, errOut: `error: --fail-on: severity "fatal": want info, warning or error`},
+
+		{name: "random bytes", args: []string{"lint", "--fail-on", "info", random}, want: 2, errOut: "error: " + random + ": binary data, not YAML or JSON; " + fix},
+		{name: "a binary file", args: []string{"lint", binary}, want: 2, errOut: "error: " + binary + ": binary data, not YAML or JSON; " + fix},
+		{name: "broken YAML", args: []string{"lint", "--fail-on", "info", brokenOnly}, want: 2, errOut: "error: " + brokenOnly + ":4: not YAML or JSON: yaml: line 4"},
+		{name: "broken document among good ones", args: []string{"lint", clean, broken}, want: 2, errOut: "error: " + broken + ":4: not YAML or JSON"},
+		{name: "broken YAML from stdin", args: []string{"lint", "-"}, want: 2, errOut: "error: <stdin>:4: not YAML or JSON"},
+		{name: "a missing file", args: []string{"lint", missing}, want: 2, errOut: "error: lint: " + missing + " does not exist: give a manifest file, a directory of them, or - for stdin"},
+		{name: "a missing file, --skip-unparseable", args: []string{"lint", "--skip-unparseable", missing}, want: 2, errOut: missing + " does not exist"},
+
+		{name: "--skip-unparseable: random bytes only", args: []string{"lint", "--skip-unparseable", random}, want: 0, out: "note: " + random + ": binary data, not YAML or JSON"},
+		{name: "--skip-unparseable: binary and warnings, --fail-on warning", args: []string{"lint", "--skip-unparseable", "--fail-on", "warning", binary, warnOnly}, want: 1, out: "CL-RES-001"},
+		{name: "--skip-unparseable: broken document named, the rest checked", args: []string{"lint", "--skip-unparseable", broken}, want: 2, out: "note: " + broken + ":4: not YAML or JSON"},
+		{name: "--skip-unparseable: good file", args: []string{"lint", "--skip-unparseable", clean}, want: 0, out: "0 findings"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out, errOut, err := cli(t, tt.args...)
-			if got := code(err); got != tt.want || !strings.Contains(out, tt.out) {
-				t.Errorf("exit %d, want %d; output lacks %q:\n%s\n%s", got, tt.want, tt.out, out, errOut)
+			cmd := exec.Command(cloudlessBin, tt.args...)
+			cmd.Stdin = strings.NewReader(mustRead(t, brokenOnly))
+			var o, e strings.Builder
+			cmd.Stdout, cmd.Stderr = &o, &e
+			got := code(cmd.Run())
+			out, errOut := o.String(), e.String()
+			if got != tt.want || !strings.Contains(out, tt.out) || !strings.Contains(errOut, tt.errOut) {
+				t.Errorf("cloudless %s: exit %d, want %d; want stdout with %q and stderr with %q:\n%s\n%s", strings.Join(tt.args, " "), got, tt.want, tt.out, tt.errOut, out, errOut)
+			}
+			if tt.errOut != "" && strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+				t.Errorf("stderr is more than one line:\n%s", errOut)
 			}
 		})
 	}
