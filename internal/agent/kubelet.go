@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	kubeletapp "k8s.io/kubernetes/cmd/kubelet/app"
+
+	"github.com/cloudless-dev/cloudless/internal/klogslog"
 )
 
 // kubeletConfig is the KubeletConfiguration, with the lessons built in:
@@ -62,8 +64,10 @@ evictionHard:
 serializeImagePulls: false
 staticPodPath: ""
 podLogsDir: %s
+logging:
+  format: %s
 `, a.cfg.NodeIP, a.cfg.CAFile, a.certConfig(), a.cfg.ClusterDNS, a.cfg.ClusterDomain,
-		a.paths.resolvConf(), a.paths.containerdSocket(), a.cgroupDriver, a.cgroupRoot(), mi(reserved), mi(reserved), mi(evict), a.paths.podLogs())
+		a.paths.resolvConf(), a.paths.containerdSocket(), a.cgroupDriver, a.cgroupRoot(), mi(reserved), mi(reserved), mi(evict), a.paths.podLogs(), klogslog.Format)
 }
 
 // certConfig: the server's own node gets its certificates from the
@@ -94,6 +98,7 @@ func (a *Agent) kubeletArgs() []string {
 // runKubelet runs the kubelet until the process is signalled; the kubelet
 // sets up its own signal handling and cannot be stopped otherwise.
 func runKubelet(ctx context.Context, args []string) error {
+	ctx = klogslog.NewContext(ctx, "kubelet")
 	cmd := kubeletapp.NewKubeletCommand(ctx)
 	cmd.SetArgs(args)
 	return cmd.ExecuteContext(ctx)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cloudless-dev/cloudless/internal/agent"
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
+	"github.com/cloudless-dev/cloudless/internal/klogslog"
 	"github.com/cloudless-dev/cloudless/internal/token"
 )
 
@@ -72,6 +73,7 @@ Flags may also come from CLOUDLESS_<FLAG> or the --config file. Must run as root
 			if err != nil {
 				return err
 			}
+			klogslog.Install(log.Handler())
 			log.Info("checking the server against the token's CA", "server", server)
 			info, err := agent.Discover(cmd.Context(), server, j)
 			if err != nil {

@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
+	"github.com/cloudless-dev/cloudless/internal/klogslog"
 )
 
 func newServerCmd(logger func() (*slog.Logger, error)) *cobra.Command {
@@ -51,6 +52,7 @@ Image archives dropped in <data-dir>/agent/images/ are imported.`,
 			if err != nil {
 				return err
 			}
+			klogslog.Install(log.Handler())
 			s, err := controlplane.New(cfg, log.With("subsystem", "server"))
 			if err != nil {
 				return err

@@ -32,6 +32,8 @@ import (
 	_ "github.com/coredns/coredns/plugin/kubernetes"
 	_ "github.com/coredns/coredns/plugin/log"
 	_ "github.com/coredns/coredns/plugin/ready"
+
+	"github.com/cloudless-dev/cloudless/internal/klogslog"
 )
 
 const (
@@ -72,6 +74,9 @@ func (n *Network) corefile(gw netip.Addr) string {
 // node once it answers.
 func (n *Network) runDNS(ctx context.Context, cs kubernetes.Interface, gw netip.Addr) error {
 	inst, err := caddy.Start(caddy.CaddyfileInput{Contents: []byte(n.corefile(gw)), Filepath: "Corefile", ServerTypeName: "dns"})
+	// The kubernetes plugin's setup made klog write every component's
+	// lines as its own; route them by component again.
+	klogslog.Reclaim()
 	if err != nil {
 		return fmt.Errorf("cluster DNS: %w", err)
 	}

@@ -10,6 +10,8 @@ import (
 
 	"github.com/spf13/pflag"
 	proxyapp "k8s.io/kubernetes/cmd/kube-proxy/app"
+
+	"github.com/cloudless-dev/cloudless/internal/klogslog"
 )
 
 // kubeProxyConfig is the KubeProxyConfiguration for this node.
@@ -49,7 +51,7 @@ func (n *Network) runKubeProxy(ctx context.Context) error {
 	if err := opts.Validate(); err != nil {
 		return fmt.Errorf("kube-proxy: %w", err)
 	}
-	return opts.Run(ctx)
+	return opts.Run(klogslog.NewContext(ctx, "kube-proxy"))
 }
 
 // cleanupKubeProxy removes the rules of every proxy mode, as
