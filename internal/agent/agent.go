@@ -33,6 +33,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
+	"github.com/cloudless-dev/cloudless/internal/footprint"
 	"github.com/cloudless-dev/cloudless/internal/network"
 )
 
@@ -88,15 +89,22 @@ func (p paths) registryHosts() string { return filepath.Join(p.root, "registries
 func (p paths) nriSocket() string { return filepath.Join(p.run, "nri", "nri.sock") }
 func (p paths) nriDir() string    { return filepath.Join(p.root, "nri") }
 
-// RunDirFor is /run/cloudless for the default data dir, and a directory
-// of its own for any other, so that several agents (tests) can share a
-// machine.
+// DefaultRunDir is the run dir of the default data dir.
+const DefaultRunDir = "/run/cloudless"
+
+// RunDirFor is DefaultRunDir for the default data dir, and a directory of
+// its own for any other, so that several agents (tests) can share a
+// machine. dataDir is made absolute and clean first: "data/",
+// "./data" and "$PWD/data" share one run dir.
 func RunDirFor(dataDir string) string {
+	if abs, err := filepath.Abs(dataDir); err == nil {
+		dataDir = abs
+	}
 	if dataDir == "/var/lib/cloudless" {
-		return "/run/cloudless"
+		return DefaultRunDir
 	}
 	sum := sha256.Sum256([]byte(dataDir))
-	return "/run/cloudless-" + hex.EncodeToString(sum[:4])
+	return DefaultRunDir + "-" + hex.EncodeToString(sum[:4])
 }
 
 // SharedHostPaths are the only paths outside its data and run dirs that a
@@ -135,6 +143,7 @@ type Agent struct {
 	cgroupDriver string
 	ready        chan struct{}
 	net          *network.Network
+	footprint    *footprint.Recorder // what this node makes outside its data dir
 }
 
 // New checks cfg and returns an Agent; it starts nothing.
@@ -156,7 +165,8 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		cfg.RunDir = RunDirFor(cfg.DataDir)
 	}
 	var err error
-	a := &Agent{cfg: cfg, log: log, paths: paths{filepath.Join(cfg.DataDir, "agent"), cfg.RunDir}, cgroupDriver: cgroupDriver(), ready: make(chan struct{})}
+	a := &Agent{cfg: cfg, log: log, paths: paths{filepath.Join(cfg.DataDir, "agent"), cfg.RunDir}, cgroupDriver: cgroupDriver(), ready: make(chan struct{}),
+		footprint: footprint.NewRecorder(cfg.DataDir)}
 	for _, h := range []string{"runc", "pause", "cni/bridge", "cni/host-local", "cni/loopback"} {
 		if _, err := os.Stat(a.helper(h)); err != nil {
 			return nil, fmt.Errorf("agent: helper %s is missing from %s: build with `make build`, which puts runc, pause and the CNI plugins next to cloudless", h, cfg.HelpersDir)
@@ -165,7 +175,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	a.net, err = network.New(network.Config{
 		NodeName: cfg.NodeName, NodeIP: cfg.NodeIP, ClusterCIDR: cfg.ClusterCIDR, ServiceCIDR: cfg.ServiceCIDR,
 		Backend: cfg.NetworkBackend, ProxyMode: cfg.ProxyMode, Kubeconfig: cfg.Kubeconfig, StateDir: filepath.Join(a.paths.root, "network"),
-		ClusterDomain: cfg.ClusterDomain, ResolvConf: a.paths.resolvConf(),
+		ClusterDomain: cfg.ClusterDomain, ResolvConf: a.paths.resolvConf(), Footprint: a.footprint,
 	}, log.With("subsystem", "network"))
 	if err != nil {
 		return nil, err
@@ -195,6 +205,17 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) run(ctx context.Context) error {
 	if err := checkSwap(); err != nil {
 		return err
+	}
+	release, err := footprint.Lock(a.cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	defer release()
+	if err := a.footprint.Begin(); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	if err := a.footprint.Add(func(r *footprint.Record) { r.RunDir = a.cfg.RunDir }); err != nil {
+		return fmt.Errorf("agent: %w", err)
 	}
 	mem, err := memTotal()
 	if err != nil {
@@ -227,7 +248,7 @@ func (a *Agent) run(ctx context.Context) error {
 	if err := writeResolvConf(a.paths.resolvConf(), a.cfg.ResolvConf, a.log); err != nil {
 		return err
 	}
-	if err := ensureCgroupRoot(a.cgroupRoot()); err != nil {
+	if err := ensureCgroupRoot(a.cgroupRoot(), a.footprint); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
 	if err := writeFile(filepath.Join(a.paths.root, "kubelet.yaml"), []byte(a.kubeletConfig(mem)), 0o600); err != nil {

@@ -9,19 +9,24 @@ import (
 	"slices"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cloudless-dev/cloudless/internal/footprint"
 )
 
-const cgroupFS = "/sys/fs/cgroup"
+// CgroupFS is where the cgroup hierarchies are mounted.
+const CgroupFS = "/sys/fs/cgroup"
 
 // cgroupRoot is the root of the kubelet's cgroups: "/" for the default
 // data dir; an agent with another data dir (several nodes on one machine,
 // as in the tests) gets one of its own, or each kubelet would remove the
 // other's pod cgroups as orphans, killing its containers.
-func (a *Agent) cgroupRoot() string {
-	if a.cfg.DataDir == "/var/lib/cloudless" {
-		return "/"
+func (a *Agent) cgroupRoot() string { return cgroupRootFor(a.cfg.DataDir) }
+
+func cgroupRootFor(dataDir string) string {
+	if run := RunDirFor(dataDir); run != DefaultRunDir {
+		return "/" + filepath.Base(run)
 	}
-	return "/" + filepath.Base(RunDirFor(a.cfg.DataDir))
+	return "/"
 }
 
 // cgroupDirs are root's directories in every hierarchy.
@@ -30,23 +35,26 @@ func cgroupDirs(root string) []string {
 		return nil
 	}
 	var st unix.Statfs_t
-	if unix.Statfs(cgroupFS, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
-		return []string{filepath.Join(cgroupFS, root)}
+	if unix.Statfs(CgroupFS, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+		return []string{filepath.Join(CgroupFS, root)}
 	}
-	entries, _ := os.ReadDir(cgroupFS)
+	entries, _ := os.ReadDir(CgroupFS)
 	var dirs []string
 	for _, e := range entries {
 		if e.IsDir() { // cpu,cpuacct and the like are symlinks
-			dirs = append(dirs, filepath.Join(cgroupFS, e.Name(), root))
+			dirs = append(dirs, filepath.Join(CgroupFS, e.Name(), root))
 		}
 	}
 	return dirs
 }
 
-// ensureCgroupRoot creates root in every hierarchy; a v1 cpuset needs
-// its CPUs and memory nodes before anything can join it.
-func ensureCgroupRoot(root string) error {
+// ensureCgroupRoot creates root in every hierarchy, each recorded first;
+// a v1 cpuset needs its CPUs and memory nodes before anything can join it.
+func ensureCgroupRoot(root string, rec *footprint.Recorder) error {
 	for _, d := range cgroupDirs(root) {
+		if err := rec.Add(func(r *footprint.Record) { r.Cgroups = append(r.Cgroups, d) }); err != nil {
+			return err
+		}
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("create cgroup %s: %w", d, err)
 		}
@@ -69,11 +77,19 @@ func ensureCgroupRoot(root string) error {
 // (its own root only: the default root "/" holds the host's). Processes
 // must be gone first.
 func RemoveCgroups(dataDir string) error {
-	if dataDir == "/var/lib/cloudless" {
+	root := cgroupRootFor(dataDir)
+	if root == "/" {
 		return nil
 	}
+	return RemoveCgroupDirs(cgroupDirs(root))
+}
+
+// RemoveCgroupDirs removes each of roots (cgroup directories, as recorded
+// in the node's footprint) and everything below it, deepest first; those
+// already gone are skipped. Their processes must be gone first.
+func RemoveCgroupDirs(roots []string) error {
 	var errs []error
-	for _, d := range cgroupDirs("/" + filepath.Base(RunDirFor(dataDir))) {
+	for _, d := range roots {
 		var dirs []string
 		_ = filepath.WalkDir(d, func(p string, e fs.DirEntry, err error) error {
 			if err == nil && e.IsDir() {

@@ -1,10 +1,7 @@
 package agent
 
 import (
-	"context"
-
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,8 +9,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/vishvananda/netlink"
 
 	"github.com/cloudless-dev/cloudless/internal/network"
 )
@@ -53,27 +48,6 @@ func KillShims(runDir string) {
 			time.Sleep(50 * time.Millisecond) // the kernel reaps them; nothing to wait on
 		}
 	}
-}
-
-// RemoveNetwork deletes the pod bridge (veths go with their pods), the
-// VXLAN device, the routes to other nodes and the Service proxy's and
-// masquerade rules.
-func RemoveNetwork(ctx context.Context) error {
-	if err := network.Cleanup(ctx); err != nil {
-		return err
-	}
-	link, err := netlink.LinkByName(BridgeName)
-	var notFound netlink.LinkNotFoundError
-	if errors.As(err, &notFound) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("find bridge %s: %w", BridgeName, err)
-	}
-	if err := netlink.LinkDel(link); err != nil {
-		return fmt.Errorf("delete bridge %s: %w", BridgeName, err)
-	}
-	return nil
 }
 
 func pids() []int {

@@ -8,13 +8,18 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/cloudless-dev/cloudless/internal/agent"
+	"github.com/cloudless-dev/cloudless/internal/footprint"
+	"github.com/cloudless-dev/cloudless/internal/network"
 )
 
 // lockDataDir takes the exclusive lock a running server holds on its data
@@ -42,50 +47,177 @@ func lockDataDir(dataDir string) (release func(), err error) {
 	return func() { f.Close() }, nil
 }
 
-// ResetPlan is what Reset removes.
+// ResetPlan is what Reset removes: the data dir, and outside it exactly
+// what the node's footprint record lists (nothing without one).
 type ResetPlan struct {
-	DataDir string   `json:"dataDir"`
-	RunDir  string   `json:"runDir"` // the agent's runtime state
+	DataDir string `json:"dataDir"`
+	// Footprint is the node's record of what it made outside the data
+	// dir, nil without one: then nothing outside is touched.
+	Footprint *footprint.Record `json:"footprint,omitempty"`
+	// Network: the recorded network objects are in this process's network
+	// namespace and are removed.
+	Network bool     `json:"network"`
 	Shims   []int    `json:"shims"`  // container shims, killed with their containers
 	Mounts  []string `json:"mounts"` // unmounted, deepest first
 	Shared  bool     `json:"sharedDatastore"`
+	// Outside lists what is removed outside the data dir; Notes what is
+	// left alone and why.
+	Outside []string `json:"outside"`
+	Notes   []string `json:"notes"`
 }
 
-// PlanReset says what Reset(dataDir) would do, and refuses a dir that is
-// not a Cloudless data dir, so a typo cannot remove /srv.
+// dataDirMarkers are what a Cloudless data dir holds: a server's layout
+// and lock, a datastore's files, a node's agent/ (a joined agent has only
+// that).
+var dataDirMarkers = []string{"layout-version", "server", "datastore", "server.lock", "agent"}
+
+// PlanReset says what Reset(dataDir) would do. It refuses a dir that is
+// not a Cloudless data dir, so a typo cannot remove /srv, and a node
+// whose network namespace is another one that still exists.
 func PlanReset(dataDir string) (ResetPlan, error) {
 	abs, err := filepath.Abs(dataDir)
 	if err != nil {
 		return ResetPlan{}, err
 	}
-	p := ResetPlan{DataDir: abs, RunDir: agent.RunDirFor(abs)}
+	p := ResetPlan{DataDir: abs}
 	if _, err := os.Stat(abs); errors.Is(err, fs.ErrNotExist) {
 		return p, nil
 	}
 	marked := false
-	for _, m := range []string{"server", "datastore", "server.lock", "layout-version"} {
-		if _, err := os.Stat(filepath.Join(abs, m)); err == nil {
+	for _, m := range dataDirMarkers {
+		if _, err := os.Lstat(filepath.Join(abs, m)); err == nil {
 			marked = true
 		}
 	}
 	if !marked || abs == "/" {
-		return ResetPlan{}, fmt.Errorf("%s does not look like a Cloudless data dir (no server/ or datastore/ in it); check --data-dir", abs)
+		return ResetPlan{}, fmt.Errorf("%s does not look like a Cloudless data dir (none of %s in it), so reset deletes nothing in it: check --data-dir", abs, strings.Join(dataDirMarkers, ", "))
 	}
-	if p.Mounts, err = mountsUnder(abs, p.RunDir); err != nil {
+	rec, err := footprint.Load(abs)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		p.Notes = append(p.Notes, fmt.Sprintf("%s has no record of what its node made outside it (%s): reset removes nothing outside it and refuses to guess; remove any leftovers by hand", abs, footprint.Path(abs)))
+	case err != nil:
+		return ResetPlan{}, err
+	default:
+		if err := p.planFootprint(rec); err != nil {
+			return ResetPlan{}, err
+		}
+	}
+	dirs := []string{abs}
+	if p.Footprint != nil && p.Footprint.RunDir != "" {
+		dirs = append(dirs, p.Footprint.RunDir)
+	}
+	if p.Mounts, err = mountsUnder(dirs...); err != nil {
 		return ResetPlan{}, err
 	}
-	p.Shims = agent.Shims(p.RunDir)
 	if b, err := os.ReadFile(filepath.Join(abs, "server", "datastore")); err == nil && string(b) == "shared" {
 		p.Shared = true
 	}
 	return p, nil
 }
 
-// Reset refuses a running server's data dir. It kills the containers the
-// agent left running (their shims and the processes under them), unmounts
-// what is mounted under the data dir and the agent's run dir, removes the
-// pod network's bridge and both dirs. A shared
-// PostgreSQL datastore is left alone; other servers keep the cluster.
+// planFootprint plans the removal of what rec lists, after checking it
+// names only what a node makes: a run dir under /run, cgroups under
+// /sys/fs/cgroup. What an earlier boot recorded is gone; network objects
+// are removed only in the namespace they were made in.
+func (p *ResetPlan) planFootprint(rec footprint.Record) error {
+	path := footprint.Path(p.DataDir)
+	if rec.RunDir != "" && (filepath.Clean(rec.RunDir) != rec.RunDir || !strings.HasPrefix(rec.RunDir, "/run/")) {
+		return fmt.Errorf("%s names run dir %q, which is not under /run: the record is damaged; remove what the node made by hand, then the record", path, rec.RunDir)
+	}
+	for _, c := range rec.Cgroups {
+		if filepath.Clean(c) != c || !strings.HasPrefix(c, agent.CgroupFS+"/") {
+			return fmt.Errorf("%s names cgroup %q, which is not under %s: the record is damaged; remove what the node made by hand, then the record", path, c, agent.CgroupFS)
+		}
+	}
+	boot, here, err := footprint.Here()
+	if err != nil {
+		return err
+	}
+	if rec.BootID != boot {
+		p.Notes = append(p.Notes, "the node last ran before this machine rebooted: its run dir, cgroups and network objects went with that boot")
+		return nil
+	}
+	p.Footprint = &rec
+	p.Shims = agent.Shims(rec.RunDir)
+	network := len(rec.Links) > 0 || len(rec.NFTables) > 0 || len(rec.IPTables) > 0 || rec.RouteProtocol != 0
+	switch {
+	case !network:
+	case rec.Netns.Same(here):
+		p.Network = true
+	default:
+		if where := findNetns(rec.Netns); where != "" {
+			return fmt.Errorf("the node of %s ran in network namespace %s (%s), not this one (%s): run reset there, e.g. nsenter --net=%s cloudless reset --data-dir %s; nothing was removed",
+				p.DataDir, rec.Netns, where, here, where, p.DataDir)
+		}
+		p.Notes = append(p.Notes, fmt.Sprintf("the node's network namespace %s is gone, and its devices and tables with it: no network object is touched here", rec.Netns))
+	}
+	for _, line := range rec.Outside() {
+		if p.Network || !strings.HasSuffix(line, " in "+rec.Netns.String()) {
+			p.Outside = append(p.Outside, line)
+		}
+	}
+	return nil
+}
+
+// findNetns returns a file naming the network namespace ns (a name under
+// /run/netns, or a process's), or "" if none exists any more.
+func findNetns(ns footprint.Netns) string {
+	var candidates []string
+	if entries, err := os.ReadDir("/run/netns"); err == nil {
+		for _, e := range entries {
+			candidates = append(candidates, filepath.Join("/run/netns", e.Name()))
+		}
+	}
+	if entries, err := os.ReadDir("/proc"); err == nil {
+		for _, e := range entries {
+			if _, err := strconv.Atoi(e.Name()); err == nil {
+				candidates = append(candidates, filepath.Join("/proc", e.Name(), "ns", "net"))
+			}
+		}
+	}
+	for _, c := range candidates {
+		var st syscall.Stat_t
+		if syscall.Stat(c, &st) == nil && st.Ino == ns.Inode && st.Dev == ns.Dev && netnsCookie(c, ns) {
+			return c
+		}
+	}
+	return ""
+}
+
+// netnsCookie reports whether the namespace at path has ns's cookie (an
+// inode may be reused once its namespace is gone; a cookie is not). It
+// enters the namespace on a thread of its own, which then exits.
+func netnsCookie(path string, ns footprint.Netns) bool {
+	if ns.Cookie == 0 {
+		return true
+	}
+	ok := make(chan bool, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		f, err := os.Open(path)
+		if err != nil {
+			ok <- false
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			ok <- false
+			return
+		}
+		_, there, err := footprint.Here()
+		ok <- err == nil && there.Cookie == ns.Cookie
+	}()
+	return <-ok
+}
+
+// Reset refuses a running server's or node's data dir. Then, if the node
+// left a footprint record, it kills the containers the agent left running
+// (their shims and the processes under them), removes its cgroups,
+// unmounts what is mounted under the data dir and the run dir, removes
+// the recorded network objects (in their own network namespace only) and
+// the run dir; last the data dir. A shared PostgreSQL datastore is left
+// alone; other servers keep the cluster.
 func Reset(p ResetPlan) error {
 	if _, err := os.Stat(p.DataDir); errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -95,10 +227,18 @@ func Reset(p ResetPlan) error {
 		return err
 	}
 	defer release()
-	// Containers first: they hold the mounts.
-	agent.KillShims(p.RunDir)
-	if err := removeCgroups(p.DataDir); err != nil {
+	releaseNode, err := footprint.Lock(p.DataDir)
+	if err != nil {
 		return err
+	}
+	defer releaseNode()
+	rec := p.Footprint
+	if rec != nil {
+		// Containers first: they hold the mounts and the cgroups.
+		agent.KillShims(rec.RunDir)
+		if err := removeCgroups(rec.Cgroups); err != nil {
+			return err
+		}
 	}
 	for _, m := range p.Mounts {
 		if err := syscall.Unmount(m, 0); err != nil && !errors.Is(err, syscall.EINVAL) {
@@ -107,10 +247,16 @@ func Reset(p ResetPlan) error {
 			}
 		}
 	}
-	if err := agent.RemoveNetwork(context.Background()); err != nil {
-		return err
+	if rec != nil && p.Network {
+		if err := network.Remove(context.Background(), *rec); err != nil {
+			return err
+		}
 	}
-	for _, d := range []string{p.DataDir, p.RunDir} {
+	dirs := []string{p.DataDir}
+	if rec != nil && rec.RunDir != "" {
+		dirs = append([]string{rec.RunDir}, dirs...)
+	}
+	for _, d := range dirs {
 		if err := os.RemoveAll(d); err != nil {
 			return fmt.Errorf("remove %s: %w", d, err)
 		}
@@ -163,10 +309,10 @@ func unescapeMount(s string) string {
 }
 
 // removeCgroups retries while the killed containers' cgroups empty.
-func removeCgroups(dataDir string) error {
+func removeCgroups(dirs []string) error {
 	var err error
 	for range 50 {
-		if err = agent.RemoveCgroups(dataDir); err == nil {
+		if err = agent.RemoveCgroupDirs(dirs); err == nil {
 			return nil
 		}
 		time.Sleep(100 * time.Millisecond) // the kernel empties a cgroup after its last task exits

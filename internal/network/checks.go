@@ -2,6 +2,7 @@ package network
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -12,6 +13,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"sigs.k8s.io/knftables"
+
+	"github.com/cloudless-dev/cloudless/internal/footprint"
 )
 
 // features are the kernel and userspace parts the proxy modes need.
@@ -78,7 +81,7 @@ func indexOf(s []string, v string) int {
 }
 
 // ownDevices carry the routes that this package and the CNI bridge make.
-var ownDevices = map[string]bool{"cl0": true, VXLANDevice: true, "kube-ipvs0": true}
+var ownDevices = map[string]bool{BridgeName: true, VXLANDevice: true, kubeIPVSDevice: true}
 
 // CheckOverlap refuses prefix (named what) if it overlaps a network this
 // machine already routes: a connected network, or a route at least as
@@ -121,35 +124,68 @@ func CheckOverlap(prefix netip.Prefix, what, fix string) error {
 	return nil
 }
 
-// Cleanup removes what this package and kube-proxy put in the kernel:
-// the VXLAN device, owned routes, and the nftables tables and iptables
-// chains. Used by `cloudless reset`.
-func Cleanup(ctx context.Context) error {
-	var errs []string
-	if l, err := netlink.LinkByName(VXLANDevice); err == nil {
-		if err := netlink.LinkDel(l); err != nil {
-			errs = append(errs, err.Error())
+// Remove deletes, in the caller's network namespace, the network objects
+// rec lists: devices, the routes of its protocol, nftables tables,
+// iptables chains and, for kube-proxy's iptables and ipvs modes, the
+// rules kube-proxy's own cleanup removes. What is already gone is
+// skipped. Used by `cloudless reset`, which checks first that this is
+// the namespace the node ran in.
+func Remove(ctx context.Context, rec footprint.Record) error {
+	var errs []error
+	for _, name := range rec.Links {
+		l, err := netlink.LinkByName(name)
+		var notFound netlink.LinkNotFoundError
+		if errors.As(err, &notFound) {
+			continue
+		}
+		if err == nil {
+			err = netlink.LinkDel(l)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("delete link %s: %w", name, err))
 		}
 	}
-	if routes, err := netlink.RouteListFiltered(unix.AF_INET, &netlink.Route{Protocol: routeProtocol}, netlink.RT_FILTER_PROTOCOL); err == nil {
+	if rec.RouteProtocol != 0 {
+		routes, err := netlink.RouteListFiltered(unix.AF_INET, &netlink.Route{Protocol: netlink.RouteProtocol(rec.RouteProtocol)}, netlink.RT_FILTER_PROTOCOL)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("list routes: %w", err))
+		}
 		for _, r := range routes {
-			_ = netlink.RouteDel(&r)
+			if err := netlink.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+				errs = append(errs, fmt.Errorf("delete route to %s: %w", r.Dst, err))
+			}
 		}
 	}
-	if err := cleanupKubeProxy(ctx); err != nil {
-		errs = append(errs, "kube-proxy rules: "+err.Error())
+	if rec.KubeProxy == ProxyIPTables || rec.KubeProxy == ProxyIPVS {
+		if err := cleanupKubeProxy(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("kube-proxy rules: %w", err))
+		}
 	}
-	if _, err := exec.LookPath("nft"); err == nil {
-		_ = exec.CommandContext(ctx, "nft", "delete", "table", "ip", Table).Run()
-		_ = exec.CommandContext(ctx, "nft", "delete", "table", "ip", PolicyTable).Run()
+	for _, t := range rec.NFTables {
+		out, err := exec.CommandContext(ctx, "nft", "delete", "table", t.Family, t.Name).CombinedOutput()
+		if err != nil && !strings.Contains(string(out), "No such file or directory") {
+			errs = append(errs, fmt.Errorf("nft delete table %s %s: %v: %s", t.Family, t.Name, err, strings.TrimSpace(string(out))))
+		}
 	}
-	if _, err := exec.LookPath("iptables"); err == nil {
-		_ = exec.CommandContext(ctx, "iptables", "-w", "-t", "nat", "-D", "POSTROUTING", "-j", iptChain).Run()
-		_ = exec.CommandContext(ctx, "iptables", "-w", "-t", "nat", "-F", iptChain).Run()
-		_ = exec.CommandContext(ctx, "iptables", "-w", "-t", "nat", "-X", iptChain).Run()
+	for _, c := range rec.IPTables {
+		ipt := func(args ...string) error {
+			return exec.CommandContext(ctx, "iptables", append([]string{"-w", "-t", c.Table}, args...)...).Run()
+		}
+		if c.From != "" {
+			for ipt("-D", c.From, "-j", c.Chain) == nil {
+			}
+		}
+		if ipt("-L", c.Chain, "-n") != nil {
+			continue // absent
+		}
+		if err := ipt("-F", c.Chain); err != nil {
+			errs = append(errs, fmt.Errorf("iptables -t %s -F %s: %w", c.Table, c.Chain, err))
+		} else if err := ipt("-X", c.Chain); err != nil {
+			errs = append(errs, fmt.Errorf("iptables -t %s -X %s: %w", c.Table, c.Chain, err))
+		}
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("network cleanup: %s", strings.Join(errs, "; "))
+		return fmt.Errorf("network: remove: %w", errors.Join(errs...))
 	}
 	return nil
 }

@@ -11,8 +11,17 @@ import (
 	"github.com/spf13/pflag"
 	proxyapp "k8s.io/kubernetes/cmd/kube-proxy/app"
 
+	"github.com/cloudless-dev/cloudless/internal/footprint"
 	"github.com/cloudless-dev/cloudless/internal/klogslog"
 )
+
+// kubeProxyTable is the nftables table kube-proxy's nftables mode keeps,
+// in families ip and ip6 (upstream pkg/proxy/nftables).
+const kubeProxyTable = "kube-proxy"
+
+// kubeIPVSDevice is the dummy device kube-proxy's ipvs mode holds Service
+// addresses on (upstream pkg/proxy/ipvs).
+const kubeIPVSDevice = "kube-ipvs0"
 
 // kubeProxyConfig is the KubeProxyConfiguration for this node.
 func (n *Network) kubeProxyConfig() string {
@@ -36,6 +45,17 @@ conntrack:
 // runKubeProxy runs kube-proxy until ctx ends.
 func (n *Network) runKubeProxy(ctx context.Context) error {
 	path := filepath.Join(n.cfg.StateDir, "kube-proxy.yaml")
+	if err := n.cfg.Footprint.Add(func(r *footprint.Record) {
+		r.KubeProxy = n.proxyMode
+		switch n.proxyMode {
+		case ProxyNFTables:
+			r.NFTables = append(r.NFTables, footprint.NFTable{Family: "ip", Name: kubeProxyTable}, footprint.NFTable{Family: "ip6", Name: kubeProxyTable})
+		case ProxyIPVS:
+			r.Links = append(r.Links, kubeIPVSDevice)
+		}
+	}); err != nil {
+		return err
+	}
 	if err := writeFile(path, []byte(n.kubeProxyConfig()), 0o600); err != nil {
 		return err
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/knftables"
+
+	"github.com/cloudless-dev/cloudless/internal/footprint"
 )
 
 // Table is the nftables table (family ip) this package owns.
@@ -36,11 +38,17 @@ func keep(ctx context.Context, log *slog.Logger, ensure func(context.Context) er
 	}
 }
 
-type nftMasq struct{ cluster netip.Prefix }
+type nftMasq struct {
+	cluster netip.Prefix
+	rec     *footprint.Recorder
+}
 
 func (m *nftMasq) ensure(ctx context.Context) error {
 	nft, err := knftables.New(knftables.IPv4Family, Table)
 	if err != nil {
+		return err
+	}
+	if err := m.rec.AddNFTable("ip", Table); err != nil {
 		return err
 	}
 	tx := nft.NewTransaction()
@@ -57,7 +65,10 @@ func (m *nftMasq) ensure(ctx context.Context) error {
 
 func (m *nftMasq) keep(ctx context.Context, log *slog.Logger) { keep(ctx, log, m.ensure) }
 
-type iptMasq struct{ cluster netip.Prefix }
+type iptMasq struct {
+	cluster netip.Prefix
+	rec     *footprint.Recorder
+}
 
 const iptChain = "CLOUDLESS-POSTROUTING"
 
@@ -68,6 +79,9 @@ func (m *iptMasq) ensure(ctx context.Context) error {
 			return fmt.Errorf("iptables %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 		}
 		return nil
+	}
+	if err := m.rec.AddIPTChain("nat", iptChain, "POSTROUTING"); err != nil {
+		return err
 	}
 	_ = ipt("-N", iptChain) // exists already after a restart
 	if ipt("-C", "POSTROUTING", "-j", iptChain) != nil {

@@ -26,6 +26,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/cloudless-dev/cloudless/internal/footprint"
 )
 
 // Backends carry pod traffic between nodes.
@@ -59,6 +61,9 @@ type Config struct {
 	// upstream resolvers (no loopback addresses).
 	ClusterDomain string
 	ResolvConf    string
+	// Footprint records each device, table and chain before it is made,
+	// for `cloudless reset`; nil records nothing.
+	Footprint *footprint.Recorder
 }
 
 // BridgeName is the pod bridge on each node (the CNI bridge plugin's).
@@ -108,9 +113,9 @@ func New(cfg Config, log *slog.Logger) (*Network, error) {
 		return nil, errors.New("network: the kernel has neither nf_tables nor iptables (modules nf_tables, ip_tables) and the nft and iptables commands must be installed: no Service proxy can run; install nftables (apt-get install nftables)")
 	}
 	if feats.nftables {
-		n.masq = &nftMasq{cluster: n.cluster}
+		n.masq = &nftMasq{cluster: n.cluster, rec: cfg.Footprint}
 	} else {
-		n.masq = &iptMasq{cluster: n.cluster}
+		n.masq = &iptMasq{cluster: n.cluster, rec: cfg.Footprint}
 	}
 	n.overlay = &overlay{log: log, backend: cfg.Backend, nodeIP: ip, self: cfg.NodeName, mac: vtepMAC(ip)}
 	return n, nil
@@ -148,7 +153,14 @@ func (n *Network) Setup(ctx context.Context, cs kubernetes.Interface, node *core
 	if err := n.sysctls(); err != nil {
 		return 0, err
 	}
+	rec := n.cfg.Footprint
+	if err := rec.Add(func(r *footprint.Record) { r.RouteProtocol = routeProtocol }); err != nil {
+		return 0, fmt.Errorf("network: %w", err)
+	}
 	if n.backend == BackendVXLAN {
+		if err := rec.AddLink(VXLANDevice); err != nil {
+			return 0, fmt.Errorf("network: %w", err)
+		}
 		mtu, err = n.overlay.setupVXLAN(podCIDR.Masked())
 		if errors.Is(err, errNoVXLAN) {
 			n.log.Warn("the kernel has no vxlan support (module vxlan): falling back to backend host-gw, which needs every node on one L2 network")
@@ -165,6 +177,9 @@ func (n *Network) Setup(ctx context.Context, cs kubernetes.Interface, node *core
 		mtu = parent.Attrs().MTU
 	}
 	n.gw = podCIDR.Masked().Addr().Next()
+	if err := rec.AddLink(BridgeName); err != nil {
+		return 0, fmt.Errorf("network: %w", err)
+	}
 	if err := ensureBridge(netip.PrefixFrom(n.gw, podCIDR.Bits()), mtu); err != nil {
 		return 0, fmt.Errorf("network: %w", err)
 	}

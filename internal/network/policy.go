@@ -52,6 +52,9 @@ func (n *Network) runPolicy(ctx context.Context, cs kubernetes.Interface) error 
 	if err != nil {
 		return fmt.Errorf("NetworkPolicy needs nftables: %w", err)
 	}
+	if err := n.cfg.Footprint.AddNFTable("ip", PolicyTable); err != nil {
+		return err
+	}
 	factory := informers.NewSharedInformerFactory(cs, 10*time.Minute)
 	pc := &policyController{log: n.log, node: n.cfg.NodeName,
 		pods: factory.Core().V1().Pods().Lister(), nss: factory.Core().V1().Namespaces().Lister(),
