@@ -19,7 +19,11 @@ const Table = "cloudless"
 
 // masquerader keeps the rule that rewrites the source of pod traffic
 // leaving the cluster network to the node's address, so that the world
-// outside (which has no route to pod CIDRs) can answer.
+// outside (which has no route to pod CIDRs) can answer, and the DNS guard:
+// the node's cluster DNS (DNSPort, on the pod gateway) answers sources in
+// the cluster CIDR (pods, and other nodes through the overlay) and this
+// node's own addresses only, never a LAN host that routes the pod CIDR
+// through the node (an open resolver).
 type masquerader interface {
 	ensure(ctx context.Context) error
 	keep(ctx context.Context, log *slog.Logger)
@@ -60,7 +64,19 @@ func (m *nftMasq) ensure(ctx context.Context) error {
 	c := m.cluster.String()
 	tx.Add(&knftables.Rule{Chain: "postrouting",
 		Rule: knftables.Concat("ip saddr", c, "ip daddr !=", c, "ip daddr != 224.0.0.0/4", "masquerade fully-random")})
+	guard := &knftables.Chain{Name: "dns-guard", Type: knftables.PtrTo(knftables.FilterType),
+		Hook: knftables.PtrTo(knftables.InputHook), Priority: knftables.PtrTo(knftables.FilterPriority)}
+	tx.Add(guard)
+	tx.Flush(guard)
+	tx.Add(&knftables.Rule{Chain: "dns-guard", Rule: dnsGuardRule(m.cluster),
+		Comment: knftables.PtrTo("cloudless: cluster DNS answers pods and this node only")})
 	return nft.Run(ctx, tx)
+}
+
+// dnsGuardRule drops queries to the cluster DNS port from sources that are
+// neither in the cluster CIDR nor addresses of this node.
+func dnsGuardRule(cluster netip.Prefix) string {
+	return knftables.Concat("meta l4proto { tcp, udp } th dport", DNSPort, "ip saddr !=", cluster.String(), "fib saddr type != local drop")
 }
 
 func (m *nftMasq) keep(ctx context.Context, log *slog.Logger) { keep(ctx, log, m.ensure) }
@@ -70,7 +86,10 @@ type iptMasq struct {
 	rec     *footprint.Recorder
 }
 
-const iptChain = "CLOUDLESS-POSTROUTING"
+const (
+	iptChain      = "CLOUDLESS-POSTROUTING"
+	iptGuardChain = "CLOUDLESS-DNS-GUARD" // in the filter table, from INPUT
+)
 
 func (m *iptMasq) ensure(ctx context.Context) error {
 	ipt := func(args ...string) error {
@@ -92,7 +111,40 @@ func (m *iptMasq) ensure(ctx context.Context) error {
 	c := m.cluster.String()
 	rule := []string{iptChain, "-s", c, "!", "-d", c, "-m", "comment", "--comment", "cloudless: pod network masquerade", "-j", "MASQUERADE", "--random-fully"}
 	if ipt(append([]string{"-C"}, rule...)...) != nil {
-		return ipt(append([]string{"-A"}, rule...)...)
+		if err := ipt(append([]string{"-A"}, rule...)...); err != nil {
+			return err
+		}
+	}
+	return m.ensureGuard(ctx)
+}
+
+// ensureGuard is dnsGuardRule in iptables: the filter table's INPUT jumps
+// to a chain of our own.
+func (m *iptMasq) ensureGuard(ctx context.Context) error {
+	ipt := func(args ...string) error {
+		out, err := exec.CommandContext(ctx, "iptables", append([]string{"-w", "-t", "filter"}, args...)...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("iptables %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		}
+		return nil
+	}
+	if err := m.rec.AddIPTChain("filter", iptGuardChain, "INPUT"); err != nil {
+		return err
+	}
+	_ = ipt("-N", iptGuardChain)
+	if ipt("-C", "INPUT", "-j", iptGuardChain) != nil {
+		if err := ipt("-I", "INPUT", "-j", iptGuardChain); err != nil {
+			return err
+		}
+	}
+	for _, proto := range []string{"udp", "tcp"} {
+		rule := []string{iptGuardChain, "-p", proto, "--dport", fmt.Sprint(DNSPort), "!", "-s", m.cluster.String(),
+			"-m", "addrtype", "!", "--src-type", "LOCAL", "-m", "comment", "--comment", "cloudless: cluster DNS answers pods and this node only", "-j", "DROP"}
+		if ipt(append([]string{"-C"}, rule...)...) != nil {
+			if err := ipt(append([]string{"-A"}, rule...)...); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/cloudless-dev/cloudless/internal/agent"
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
+	"github.com/cloudless-dev/cloudless/internal/network"
 	"github.com/cloudless-dev/cloudless/internal/testutil/nodens"
 )
 
@@ -311,6 +312,37 @@ func TestNetwork(t *testing.T) {
 		for _, name := range []string{"web.default", "web.default.svc.cluster.local"} {
 			c.expect(t, ctx, "a1 resolves "+name, "a1", web.Spec.ClusterIP, "resolve", name)
 			c.expect(t, ctx, "b1 resolves "+name, "b1", web.Spec.ClusterIP, "resolve", name)
+		}
+		// The node's cluster DNS answers the node itself, but not a LAN
+		// host that routes the pod CIDR through the node (no open resolver).
+		na, err := c.cs.CoreV1().Nodes().Get(ctx, "node-a", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dnsAddr := na.Annotations[network.AnnotationDNS]
+		svc := "web.default.svc.cluster.local"
+		if out, err := c.tryIn(c.a, appBinary(t), "query", dnsAddr, svc); err != nil || strings.TrimSpace(out) != web.Spec.ClusterIP {
+			t.Errorf("node-a asking its own cluster DNS %s for %s: %q, %v; want %s", dnsAddr, svc, out, err, web.Spec.ClusterIP)
+		}
+		route := []string{"route", "replace", na.Spec.PodCIDR, "via", c.a.IP}
+		if out, err := exec.Command("ip", route...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v\n%s", route, err, out)
+		}
+		t.Cleanup(func() { exec.Command("ip", "route", "del", na.Spec.PodCIDR, "via", c.a.IP).Run() })
+		inClient := func(args ...string) (string, error) {
+			out, err := exec.Command("nsenter", append([]string{"--net=/var/run/netns/" + client.Name, appBinary(t)}, args...)...).CombinedOutput()
+			return string(out), err
+		}
+		// The route works: the client reaches a pod on node-a...
+		poll(t, ctx, "client → a1 through node-a", func() (bool, error) {
+			out, err := inClient("get", "http://"+ips["a1"]+":8080/whoami")
+			return err == nil && out == client.IP, nil
+		})
+		// ...but not its DNS. A negative check: each query waits 2 s.
+		for i := 0; i < 3; i++ {
+			if out, err := inClient("query", dnsAddr, svc); err == nil {
+				t.Fatalf("a host outside the cluster got an answer from node-a's cluster DNS %s: %q", dnsAddr, out)
+			}
 		}
 		// One external lookup: one upstream query per record type.
 		c.expect(t, ctx, "a1 resolves an external name", "a1", "192.0.2.10", "resolve", "api.example.test")

@@ -6,6 +6,8 @@
 //	app echo WORDS      print WORDS (for kubectl exec)
 //	app get URL         print the body at URL (exit 1 on failure, within 5 s)
 //	app resolve NAME    print NAME's addresses, one per line, as the pod's resolver finds them
+//	app query ADDR NAME ask the DNS server at ADDR (host:port, UDP) for NAME's A records
+//	                    and print them, one per line (exit 1 without an answer within 2 s)
 //	app dns ADDR        an "upstream" DNS server on ADDR: example.test names are 192.0.2.10,
 //	                    the rest NXDOMAIN; it logs "query NAME TYPE" to stderr for each question
 package main
@@ -70,6 +72,21 @@ func command(name string, args []string) error {
 			return fmt.Errorf("%s: %s", resp.Status, body)
 		}
 		fmt.Print(string(body))
+	case "query":
+		if len(args) != 2 {
+			return fmt.Errorf("usage: app query ADDR NAME")
+		}
+		m := new(dns.Msg)
+		m.SetQuestion(dns.Fqdn(args[1]), dns.TypeA)
+		r, _, err := (&dns.Client{Timeout: 2 * time.Second}).Exchange(m, args[0])
+		if err != nil {
+			return err
+		}
+		for _, rr := range r.Answer {
+			if a, ok := rr.(*dns.A); ok {
+				fmt.Println(a.A)
+			}
+		}
 	case "dns":
 		dns.HandleFunc(".", func(w dns.ResponseWriter, q *dns.Msg) {
 			m := new(dns.Msg)
