@@ -29,22 +29,8 @@ func lockDataDir(dataDir string) (release func(), err error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create %s: %w (run as root or choose a writable --data-dir)", dataDir, err)
 	}
-	path := filepath.Join(dataDir, "server.lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		pid, _ := os.ReadFile(path)
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("a cloudless server (pid %s) is running with --data-dir %s; stop it first, or choose another --data-dir", strings.TrimSpace(string(pid)), dataDir)
-		}
-		return nil, fmt.Errorf("lock %s: %w", path, err)
-	}
-	f.Truncate(0)
-	f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	return func() { f.Close() }, nil
+	return footprint.LockFile(filepath.Join(dataDir, "server.lock"),
+		fmt.Sprintf("a cloudless server (pid %%s) is running with --data-dir %s; stop it first, or choose another --data-dir", dataDir))
 }
 
 // ResetPlan is what Reset removes: the data dir, and outside it exactly

@@ -47,10 +47,10 @@ type Record struct {
 	// under the data dir are the node's.
 	RunDir string `json:"runDir,omitempty"`
 	// Cgroups are directories under /sys/fs/cgroup, removed deepest first.
-	Cgroups  []string     `json:"cgroups,omitempty"`
-	Links    []string     `json:"links,omitempty"`
-	NFTables []NFTable    `json:"nftables,omitempty"`
-	IPTables []IPTChain   `json:"iptables,omitempty"`
+	Cgroups  []string   `json:"cgroups,omitempty"`
+	Links    []string   `json:"links,omitempty"`
+	NFTables []NFTable  `json:"nftables,omitempty"`
+	IPTables []IPTChain `json:"iptables,omitempty"`
 	// RouteProtocol marks the routes the node owns (rtnetlink protocol).
 	RouteProtocol int `json:"routeProtocol,omitempty"`
 	// KubeProxy is the mode kube-proxy ran in; iptables and ipvs leave
@@ -319,6 +319,13 @@ func Lock(dataDir string) (release func(), err error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create %s: %w (run as root or choose a writable --data-dir)", filepath.Dir(path), err)
 	}
+	return LockFile(path, fmt.Sprintf("a cloudless node (pid %%s) is running with --data-dir %s; stop it first", dataDir))
+}
+
+// LockFile takes an exclusive lock on the file at path (created 0600) and
+// writes this process's pid in it. If another process holds it, the error
+// is held, with %s replaced by that process's pid.
+func LockFile(path, held string) (release func(), err error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
@@ -327,7 +334,7 @@ func Lock(dataDir string) (release func(), err error) {
 		pid, _ := os.ReadFile(path)
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("a cloudless node (pid %s) is running with --data-dir %s; stop it first", strings.TrimSpace(string(pid)), dataDir)
+			return nil, fmt.Errorf(held, strings.TrimSpace(string(pid)))
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}

@@ -103,7 +103,9 @@ func TestRecorder(t *testing.T) {
 		func() error { return r.AddLink("cl0") },
 		func() error { return r.AddNFTable("ip", "cloudless") },
 		func() error { return r.AddIPTChain("nat", "C", "POSTROUTING") },
-		func() error { return r.Add(func(rec *Record) { rec.Cgroups = append(rec.Cgroups, "/sys/fs/cgroup/x") }) },
+		func() error {
+			return r.Add(func(rec *Record) { rec.Cgroups = append(rec.Cgroups, "/sys/fs/cgroup/x") })
+		},
 	}
 	for i, step := range steps {
 		if err := step(); err != nil {

@@ -92,13 +92,7 @@ const (
 )
 
 func (m *iptMasq) ensure(ctx context.Context) error {
-	ipt := func(args ...string) error {
-		out, err := exec.CommandContext(ctx, "iptables", append([]string{"-w", "-t", "nat"}, args...)...).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("iptables %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-		}
-		return nil
-	}
+	ipt := iptables(ctx, "nat")
 	if err := m.rec.AddIPTChain("nat", iptChain, "POSTROUTING"); err != nil {
 		return err
 	}
@@ -121,13 +115,7 @@ func (m *iptMasq) ensure(ctx context.Context) error {
 // ensureGuard is dnsGuardRule in iptables: the filter table's INPUT jumps
 // to a chain of our own.
 func (m *iptMasq) ensureGuard(ctx context.Context) error {
-	ipt := func(args ...string) error {
-		out, err := exec.CommandContext(ctx, "iptables", append([]string{"-w", "-t", "filter"}, args...)...).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("iptables %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-		}
-		return nil
-	}
+	ipt := iptables(ctx, "filter")
 	if err := m.rec.AddIPTChain("filter", iptGuardChain, "INPUT"); err != nil {
 		return err
 	}
@@ -147,6 +135,17 @@ func (m *iptMasq) ensureGuard(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// iptables runs iptables on table.
+func iptables(ctx context.Context, table string) func(args ...string) error {
+	return func(args ...string) error {
+		out, err := exec.CommandContext(ctx, "iptables", append([]string{"-w", "-t", table}, args...)...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("iptables -t %s %s: %v: %s", table, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		}
+		return nil
+	}
 }
 
 func (m *iptMasq) keep(ctx context.Context, log *slog.Logger) { keep(ctx, log, m.ensure) }

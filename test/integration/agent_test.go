@@ -76,24 +76,7 @@ func appArchive(t *testing.T) []byte {
 // work, and deleting the pod stops its container. reset then removes
 // every container, mount and the bridge.
 func TestAgent(t *testing.T) {
-	dir, err := os.MkdirTemp("", "cl-agent-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := filepath.Join(dir, "data")
-	p := (*proc)(nil)
-	t.Cleanup(func() {
-		if p != nil {
-			p.kill()
-		}
-		// Whatever happened, leave no containers, mounts or bridge behind.
-		if plan, err := controlplane.PlanReset(data); err == nil {
-			if err := controlplane.Reset(plan); err != nil {
-				t.Errorf("reset: %v", err)
-			}
-		}
-		os.RemoveAll(dir)
-	})
+	dir, data := nodeDataDir(t, "cl-agent-")
 	archive := filepath.Join(dir, "app.tar")
 	if err := os.WriteFile(archive, appArchive(t), 0o600); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudless-dev/cloudless/internal/controlplane"
 	"github.com/cloudless-dev/cloudless/internal/testutil/pgtest"
 )
 
@@ -114,4 +115,27 @@ func datastoreArgs(t *testing.T, engine string) (dir, sock string, args []string
 		args = append(args, "--datastore-endpoint", dsn)
 	}
 	return dir, sock, args
+}
+
+// nodeDataDir makes a temporary dir for a test that runs a node, and the
+// node's data dir in it (dir/data). When the test ends, after the
+// processes it started are killed (their cleanups run first), reset
+// removes whatever the node left (containers, mounts, bridge, tables) and
+// the dir goes.
+func nodeDataDir(t *testing.T, prefix string) (dir, data string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data = filepath.Join(dir, "data")
+	t.Cleanup(func() {
+		if plan, err := controlplane.PlanReset(data); err == nil {
+			if err := controlplane.Reset(plan); err != nil {
+				t.Errorf("reset: %v", err)
+			}
+		}
+		os.RemoveAll(dir)
+	})
+	return dir, data
 }

@@ -13,8 +13,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/cloudless-dev/cloudless/internal/controlplane"
 )
 
 // TestServerCrashSafety SIGKILLs the whole server (control plane, datastore
@@ -23,23 +21,7 @@ import (
 // is there with its data, resourceVersions never go back, and the pod kept
 // running: same container, no restart.
 func TestServerCrashSafety(t *testing.T) {
-	dir, err := os.MkdirTemp("", "cl-crash-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := filepath.Join(dir, "data")
-	var p *proc
-	t.Cleanup(func() {
-		if p != nil {
-			p.kill()
-		}
-		if plan, err := controlplane.PlanReset(data); err == nil {
-			if err := controlplane.Reset(plan); err != nil {
-				t.Errorf("reset: %v", err)
-			}
-		}
-		os.RemoveAll(dir)
-	})
+	dir, data := nodeDataDir(t, "cl-crash-")
 	archive := filepath.Join(dir, "app.tar")
 	if err := os.WriteFile(archive, appArchive(t), 0o600); err != nil {
 		t.Fatal(err)

@@ -2,15 +2,11 @@ package integration
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/cloudless-dev/cloudless/internal/controlplane"
 )
 
 // stop sends SIGTERM and returns the exit code, failing the test if the
@@ -33,20 +29,7 @@ func (p *proc) stop(t *testing.T) int {
 // node's status: every stop exits 0. The restarts reuse the data dir, so
 // all but the first are warm.
 func TestServerStopsCleanly(t *testing.T) {
-	dir, err := os.MkdirTemp("", "cl-stop-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := filepath.Join(dir, "data")
-	t.Cleanup(func() {
-		// Whatever happened, leave no containers, mounts or bridge behind.
-		if plan, err := controlplane.PlanReset(data); err == nil {
-			if err := controlplane.Reset(plan); err != nil {
-				t.Errorf("reset: %v", err)
-			}
-		}
-		os.RemoveAll(dir)
-	})
+	_, data := nodeDataDir(t, "cl-stop-")
 	port := freePort(t)
 	for i := 1; i <= 20; i++ {
 		started := time.Now()
