@@ -22,6 +22,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -157,7 +158,9 @@ func TestAgent(t *testing.T) {
 	}
 	// kube-proxy watches ServiceCIDRs with the node's credential.
 	for _, verb := range []string{"list", "watch"} {
-		if out := kubectl("auth", "can-i", verb, "servicecidrs.networking.k8s.io", "--as=system:node:node-a", "--as-group=system:nodes"); strings.TrimSpace(out) != "yes" {
+		// The answer is the last line (kubectl may warn before it).
+		out := strings.TrimSpace(kubectl("auth", "can-i", verb, "servicecidrs.networking.k8s.io", "--as=system:node:node-a", "--as-group=system:nodes"))
+		if lines := strings.Split(out, "\n"); lines[len(lines)-1] != "yes" {
 			t.Errorf("can node-a %s servicecidrs? %q, want yes", verb, out)
 		}
 	}
@@ -235,6 +238,10 @@ func TestAgent(t *testing.T) {
 			return false, err
 		}
 		return len(pods.Items) == 0 && len(agent.Shims(runDir)) == 0, nil
+	})
+	poll(t, ctx, "the Deployment gone (its foreground deletion done)", func() (bool, error) {
+		_, err := cs.AppsV1().Deployments("default").Get(ctx, "app", metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
 	})
 
 	// reset, with a pod running again, leaves no container, mount, bridge

@@ -63,7 +63,9 @@ func loopFS(t *testing.T, size int64) string {
 // writes fail cleanly with ResourceExhausted, reads keep working, the
 // process lives.
 func TestDatastoreDiskFull(t *testing.T) {
-	mnt := loopFS(t, 192<<20)
+	// Just big enough to start on (log + reserve + database room), so
+	// that it fills quickly.
+	mnt := loopFS(t, 320<<20)
 	sock := mnt + "/etcd.sock"
 	p := start(t, "datastore", "--data-dir", mnt, "--listen-socket", sock, "--log-level", "warn",
 		"--datastore-reserved-space", fmt.Sprint(24<<20))
@@ -84,7 +86,7 @@ func TestDatastoreDiskFull(t *testing.T) {
 		break
 	}
 	if written == 400 {
-		t.Fatal("400 MiB written to a 192 MiB disk")
+		t.Fatal("400 MiB written to a 320 MiB disk")
 	}
 	r, err := cli.Get(ctx, "/big/", clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil || r.Count != int64(written) {
