@@ -247,4 +247,3 @@ func (e *Engine) loadLeases() error {
 	}
 	return nil
 }
-
