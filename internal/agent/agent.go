@@ -7,7 +7,7 @@
 // Files: containerd.go (runtime config and child), runtime.go (the only
 // importer of containerd's daemon and shim), kubelet.go (the only importer
 // of the kubelet), images.go (archives and the pause image), resolv.go,
-// cni.go (the node's pod network config once it has a pod CIDR).
+// cni.go (the node's CNI conflist, written once it has a pod CIDR).
 //
 // The server package starts it for the server's own node; `cloudless
 // agent` will start it on other machines.
@@ -167,7 +167,11 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	var err error
 	a := &Agent{cfg: cfg, log: log, paths: paths{filepath.Join(cfg.DataDir, "agent"), cfg.RunDir}, cgroupDriver: cgroupDriver(), ready: make(chan struct{}),
 		footprint: footprint.NewRecorder(cfg.DataDir)}
-	for _, h := range []string{"runc", "pause", "cni/bridge", "cni/host-local", "cni/loopback"} {
+	helpers := []string{"runc", "pause"}
+	for _, p := range cniHelpers {
+		helpers = append(helpers, filepath.Join("cni", p))
+	}
+	for _, h := range helpers {
 		if _, err := os.Stat(a.helper(h)); err != nil {
 			return nil, fmt.Errorf("agent: helper %s is missing from %s: build with `make build`, which puts runc, pause and the CNI plugins next to cloudless", h, cfg.HelpersDir)
 		}
@@ -320,23 +324,15 @@ func (a *Agent) setupPodNetwork(ctx context.Context, errc chan error) (kubernete
 }
 
 func (a *Agent) writeCNIConfig(node *corev1.Node, mtu int) error {
-	conf := fmt.Sprintf(`{
-  "cniVersion": "1.0.0",
-  "name": "cloudless",
-  "plugins": [
-    {
-      "type": "bridge",
-      "bridge": %q,
-      "isGateway": true,
-      "ipMasq": false,
-      "hairpinMode": true,
-      "mtu": %d,
-      "ipam": {"type": "host-local", "ranges": [[{"subnet": %q}]], "routes": [{"dst": "0.0.0.0/0"}], "dataDir": %q}
-    }
-  ]
-}
-`, BridgeName, mtu, node.Spec.PodCIDR, filepath.Join(a.paths.root, "cni", "ipam"))
-	return writeFile(filepath.Join(a.paths.cniConfDir(), "10-cloudless.conflist"), []byte(conf), 0o600)
+	backend := portmapBackend(a.net.ProxyMode())
+	if err := a.footprint.Add(portmapFootprint(backend)); err != nil {
+		return err
+	}
+	conf, err := cniConfig(node.Spec.PodCIDR, mtu, backend, a.paths.cniIPAMDir())
+	if err != nil {
+		return err
+	}
+	return writeFile(a.paths.cniConfFile(), conf, 0o600)
 }
 
 // cgroupDriver is systemd where systemd runs and cgroup v2 is the only

@@ -167,21 +167,29 @@ func Remove(ctx context.Context, rec footprint.Record) error {
 			errs = append(errs, fmt.Errorf("nft delete table %s %s: %v: %s", t.Family, t.Name, err, strings.TrimSpace(string(out))))
 		}
 	}
+	// Jumps first, then every chain's rules, then the chains: a chain
+	// can be deleted only once nothing refers to it.
+	ipt := func(c footprint.IPTChain, args ...string) error {
+		return exec.CommandContext(ctx, "iptables", append([]string{"-w", "-t", c.Table}, args...)...).Run()
+	}
 	for _, c := range rec.IPTables {
-		ipt := func(args ...string) error {
-			return exec.CommandContext(ctx, "iptables", append([]string{"-w", "-t", c.Table}, args...)...).Run()
-		}
 		if c.From != "" {
-			for ipt("-D", c.From, "-j", c.Chain) == nil {
+			for ipt(c, "-D", c.From, "-j", c.Chain) == nil {
 			}
 		}
-		if ipt("-L", c.Chain, "-n") != nil {
-			continue // absent
+	}
+	for _, c := range rec.IPTables {
+		if ipt(c, "-L", c.Chain, "-n") == nil {
+			if err := ipt(c, "-F", c.Chain); err != nil {
+				errs = append(errs, fmt.Errorf("iptables -t %s -F %s: %w", c.Table, c.Chain, err))
+			}
 		}
-		if err := ipt("-F", c.Chain); err != nil {
-			errs = append(errs, fmt.Errorf("iptables -t %s -F %s: %w", c.Table, c.Chain, err))
-		} else if err := ipt("-X", c.Chain); err != nil {
-			errs = append(errs, fmt.Errorf("iptables -t %s -X %s: %w", c.Table, c.Chain, err))
+	}
+	for _, c := range rec.IPTables {
+		if ipt(c, "-L", c.Chain, "-n") == nil {
+			if err := ipt(c, "-X", c.Chain); err != nil {
+				errs = append(errs, fmt.Errorf("iptables -t %s -X %s: %w", c.Table, c.Chain, err))
+			}
 		}
 	}
 	if len(errs) > 0 {

@@ -11,6 +11,14 @@ package network
 // where it starts instead: the upstreams (the agent's resolv.conf) never
 // include a loopback address, and nothing outside the node can reach
 // this server to forward back to it.
+//
+// Names under the pseudo-TLD svc. are answered here, NXDOMAIN, and never
+// forwarded. With ndots 2 a pod's resolver asks for a partial name such
+// as web.default.svc as an absolute name first; forwarded, that query
+// leaks the cluster's names to the upstream and waits on it (a timeout
+// where the upstream drops what it cannot resolve) before the search
+// list finds web.default.svc.cluster.local. No public name ends in svc.;
+// names under the cluster domain are the kubernetes plugin's already.
 
 import (
 	"context"
@@ -32,6 +40,7 @@ import (
 	_ "github.com/coredns/coredns/plugin/kubernetes"
 	_ "github.com/coredns/coredns/plugin/log"
 	_ "github.com/coredns/coredns/plugin/ready"
+	_ "github.com/coredns/coredns/plugin/template"
 
 	"github.com/cloudless-dev/cloudless/internal/klogslog"
 )
@@ -45,29 +54,41 @@ const (
 	AnnotationDNS = "cloudless.dev/dns-address"
 	dnsHealthAddr = "127.0.0.1:10054"
 	dnsReadyAddr  = "127.0.0.1:10055"
+	// pseudoTLD is the last label of the partial Service names pods
+	// look up (name.namespace.svc); cluster DNS owns it.
+	pseudoTLD = "svc"
+	// dnsTTL is the TTL of cluster DNS answers, positive and negative.
+	dnsTTL = 30
 )
 
 func init() { dnsserver.Quiet = true }
 
 // corefile is the node's CoreDNS configuration.
 func (n *Network) corefile(gw netip.Addr) string {
-	return fmt.Sprintf(`.:%d {
-    bind %s
+	return fmt.Sprintf(`.:%[1]d {
+    bind %[2]s
     errors
-    health %s
-    ready %s
-    kubernetes %s in-addr.arpa ip6.arpa {
-        kubeconfig %s
+    health %[3]s
+    ready %[4]s
+    kubernetes %[5]s in-addr.arpa ip6.arpa {
+        kubeconfig %[6]s
         pods insecure
         fallthrough in-addr.arpa ip6.arpa
-        ttl 30
+        ttl %[9]d
     }
-    cache 30
-    forward . %s {
+    cache %[9]d
+    forward . %[7]s {
         max_concurrent 1000
     }
 }
-`, DNSPort, gw, dnsHealthAddr, dnsReadyAddr, n.cfg.ClusterDomain, n.cfg.Kubeconfig, n.cfg.ResolvConf)
+%[8]s.:%[1]d {
+    bind %[2]s
+    template ANY ANY {
+        rcode NXDOMAIN
+        authority "%[8]s. %[9]d IN SOA ns.dns.%[8]s. hostmaster.%[8]s. (1 %[9]d %[9]d %[9]d %[9]d)"
+    }
+}
+`, DNSPort, gw, dnsHealthAddr, dnsReadyAddr, n.cfg.ClusterDomain, n.cfg.Kubeconfig, n.cfg.ResolvConf, pseudoTLD, dnsTTL)
 }
 
 // runDNS serves cluster DNS on gw until ctx ends, and announces it on the

@@ -287,6 +287,53 @@ func TestNetwork(t *testing.T) {
 		}
 	})
 
+	t.Run("hostPort", func(t *testing.T) {
+		// As the conformance spec does: one port, three pods on one node,
+		// told apart by host address and protocol.
+		const port = 54323
+		// hostPorts are beyond Pod Security's baseline level, the default.
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "hostports",
+			Labels: map[string]string{"pod-security.kubernetes.io/enforce": "privileged"}}}
+		if _, err := c.cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		hp := func(name, hostIP string, proto corev1.Protocol, containerPort int32) *corev1.Pod {
+			p := appPod(name, "node-b", nil)
+			p.Spec.Containers[0].Ports = []corev1.ContainerPort{{Name: "http", ContainerPort: 8080},
+				{ContainerPort: containerPort, HostPort: port, HostIP: hostIP, Protocol: proto}}
+			if containerPort == 8080 {
+				p.Spec.Containers[0].Ports = p.Spec.Containers[0].Ports[1:]
+			}
+			return p
+		}
+		c.runPods(t, ctx, "hostports", hp("hp-local", "127.0.0.1", corev1.ProtocolTCP, 8080),
+			hp("hp-tcp", c.b.IP, corev1.ProtocolTCP, 8080), hp("hp-udp", c.b.IP, corev1.ProtocolUDP, 8081))
+		tcp := func(ip string) []string { return []string{"get", fmt.Sprintf("http://%s:%d/hostname", ip, port)} }
+		udp := []string{"udp", fmt.Sprintf("%s:%d", c.b.IP, port)}
+		onNode := func(what, want string, args ...string) {
+			poll(t, ctx, what, func() (bool, error) {
+				out, err := c.tryIn(c.b, appBinary(t), args...)
+				return err == nil && out == want, nil
+			})
+		}
+		onNode("node-b → 127.0.0.1 TCP reaches hp-local", "hp-local", tcp("127.0.0.1")...)
+		onNode("node-b → its address, TCP, reaches hp-tcp", "hp-tcp", tcp(c.b.IP)...)
+		onNode("node-b → its address, UDP, reaches hp-udp", "hp-udp", udp...)
+		inClient := func(args ...string) (string, error) {
+			out, err := exec.Command("nsenter", append([]string{"--net=/var/run/netns/" + client.Name, appBinary(t)}, args...)...).CombinedOutput()
+			return string(out), err
+		}
+		poll(t, ctx, "a host outside → node-b TCP reaches hp-tcp", func() (bool, error) {
+			out, err := inClient(tcp(c.b.IP)...)
+			return err == nil && out == "hp-tcp", nil
+		})
+		poll(t, ctx, "a host outside → node-b UDP reaches hp-udp", func() (bool, error) {
+			out, err := inClient(udp...)
+			return err == nil && out == "hp-udp", nil
+		})
+		c.expect(t, ctx, "a1 (a pod on node-a) → node-b's hostPort", "a1", "hp-tcp", tcp(c.b.IP)...)
+	})
+
 	t.Run("cluster DNS", func(t *testing.T) {
 		poll(t, ctx, "both nodes serve cluster DNS", func() (bool, error) {
 			es, err := c.cs.DiscoveryV1().EndpointSlices("kube-system").Get(ctx, "kube-dns-cloudless", metav1.GetOptions{})
@@ -309,9 +356,17 @@ func TestNetwork(t *testing.T) {
 			t.Errorf("a pod that sets ndots 5 got %q", got)
 		}
 
-		for _, name := range []string{"web.default", "web.default.svc.cluster.local"} {
+		// web.default.svc has as many dots as ndots: the resolver asks for
+		// it as an absolute name first. Cluster DNS must answer that itself,
+		// so that the search list follows at once and nothing leaves.
+		for _, name := range []string{"web.default", "web.default.svc", "web.default.svc.cluster.local"} {
 			c.expect(t, ctx, "a1 resolves "+name, "a1", web.Spec.ClusterIP, "resolve", name)
 			c.expect(t, ctx, "b1 resolves "+name, "b1", web.Spec.ClusterIP, "resolve", name)
+		}
+		for _, l := range strings.Split(upstream.stderr.String(), "\n") {
+			if strings.Contains(l, ".svc.") || strings.Contains(l, "cluster.local.") {
+				t.Errorf("a cluster name left the cluster: the upstream saw %q", l)
+			}
 		}
 		// The node's cluster DNS answers the node itself, but not a LAN
 		// host that routes the pod CIDR through the node (no open resolver).

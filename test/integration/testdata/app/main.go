@@ -1,11 +1,14 @@
 // Command app is the workload of the agent and network tests, packed into
 // an image by the test:
 //
-//	app                 print a greeting, answer HTTP on :8080 and wait for SIGTERM:
-//	                    / answers "pong", /whoami the client's address as seen here
+//	app                 print a greeting, answer HTTP on :8080 and UDP on :8081, and wait for
+//	                    SIGTERM: / answers "pong", /whoami the client's address as seen here,
+//	                    /hostname the pod's hostname; a UDP datagram gets the hostname back
 //	app echo WORDS      print WORDS (for kubectl exec)
 //	app get URL         print the body at URL (exit 1 on failure, within 5 s)
 //	app resolve NAME    print NAME's addresses, one per line, as the pod's resolver finds them
+//	app udp ADDR        send a datagram to ADDR (host:port) and print the reply (exit 1
+//	                    without one within 2 s)
 //	app query ADDR NAME ask the DNS server at ADDR (host:port, UDP) for NAME's A records
 //	                    and print them, one per line (exit 1 without an answer within 2 s)
 //	app dns ADDR        an "upstream" DNS server on ADDR: example.test names are 192.0.2.10,
@@ -42,7 +45,12 @@ func main() {
 		host, _, _ := net.SplitHostPort(r.RemoteAddr)
 		fmt.Fprint(w, host)
 	})
+	mux.HandleFunc("/hostname", func(w http.ResponseWriter, _ *http.Request) {
+		h, _ := os.Hostname()
+		fmt.Fprint(w, h)
+	})
 	go http.ListenAndServe(":8080", mux)
+	go serveUDP(":8081")
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	<-sig
@@ -72,6 +80,22 @@ func command(name string, args []string) error {
 			return fmt.Errorf("%s: %s", resp.Status, body)
 		}
 		fmt.Print(string(body))
+	case "udp":
+		conn, err := net.Dial("udp", args[0])
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := conn.Write([]byte("hello")); err != nil {
+			return err
+		}
+		buf := make([]byte, 512)
+		n, err := conn.Read(buf)
+		if err != nil {
+			return err
+		}
+		fmt.Print(string(buf[:n]))
 	case "query":
 		if len(args) != 2 {
 			return fmt.Errorf("usage: app query ADDR NAME")
@@ -119,4 +143,22 @@ func command(name string, args []string) error {
 		return fmt.Errorf("unknown command %q", name)
 	}
 	return nil
+}
+
+// serveUDP answers each datagram on addr with the hostname.
+func serveUDP(addr string) {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return
+	}
+	h, _ := os.Hostname()
+	buf := make([]byte, 512)
+	for {
+		_, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		pc.WriteTo([]byte(h), from)
+	}
 }
