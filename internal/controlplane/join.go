@@ -2,16 +2,10 @@ package controlplane
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/base64"
-	"encoding/pem"
 	"fmt"
 	"net"
-	"slices"
-	"strings"
-	"time"
 
-	certsv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -30,9 +24,8 @@ import (
 //   - RBAC letting bootstrap-token holders ask for a node client
 //     certificate, which the controller-manager then approves, and nodes
 //     renew theirs;
-//   - approval of kubelet serving certificates for known nodes only: the
-//     requester is system:node:<name>, the node exists, and every name in
-//     the request is one of the node's addresses or its name.
+//   - approval of kubelet serving certificates for known nodes only
+//     (internal/controllers, csr.go).
 
 // ClusterInfoKubeconfig is the key of the cluster-info ConfigMap.
 const ClusterInfoKubeconfig = "kubeconfig"
@@ -49,17 +42,8 @@ func (s *Server) runJoinSupport(ctx context.Context) error {
 	if err := s.ensureJoinObjects(ctx, cs); err != nil {
 		return err
 	}
-	go s.runClusterDNS(ctx, cs)
-	for {
-		if err := s.approveServingCSRs(ctx, cs); err != nil && ctx.Err() == nil {
-			s.log.Warn("approve kubelet serving certificates", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(2 * time.Second):
-		}
-	}
+	s.runControllers(ctx, cs)
+	return nil
 }
 
 func (s *Server) ensureJoinObjects(ctx context.Context, cs kubernetes.Interface) error {
@@ -129,85 +113,4 @@ clusters:
 		}
 	}
 	return nil
-}
-
-// approveServingCSRs decides the pending kubelet serving CSRs: those of
-// known nodes for their own names and addresses are approved, others
-// denied; one from a node not registered yet waits.
-func (s *Server) approveServingCSRs(ctx context.Context, cs kubernetes.Interface) error {
-	list, err := cs.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{FieldSelector: "spec.signerName=" + certsv1.KubeletServingSignerName})
-	if err != nil {
-		return err
-	}
-	for i := range list.Items {
-		csr := &list.Items[i]
-		if len(csr.Status.Conditions) > 0 {
-			continue
-		}
-		verdict, reason := s.servingCSRAllowed(ctx, cs, csr)
-		if verdict == wait {
-			continue
-		}
-		cond := certsv1.CertificateSigningRequestCondition{Type: certsv1.CertificateApproved, Status: corev1.ConditionTrue, Reason: "CloudlessKnownNode", Message: reason}
-		if verdict == deny {
-			cond.Type, cond.Reason = certsv1.CertificateDenied, "CloudlessUnknownName"
-			s.log.Warn("denied kubelet serving certificate", "csr", csr.Name, "user", csr.Spec.Username, "reason", reason)
-		}
-		csr.Status.Conditions = append(csr.Status.Conditions, cond)
-		if _, err := cs.CertificatesV1().CertificateSigningRequests().UpdateApproval(ctx, csr.Name, csr, metav1.UpdateOptions{}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-type verdict int
-
-const (
-	wait verdict = iota
-	approve
-	deny
-)
-
-func (s *Server) servingCSRAllowed(ctx context.Context, cs kubernetes.Interface, csr *certsv1.CertificateSigningRequest) (verdict, string) {
-	nodeName, ok := strings.CutPrefix(csr.Spec.Username, "system:node:")
-	if !ok || !slices.Contains(csr.Spec.Groups, "system:nodes") {
-		return deny, "not requested by a node"
-	}
-	node, err := cs.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) || (err == nil && len(node.Status.Addresses) == 0) {
-		return wait, "node not registered yet"
-	}
-	if err != nil {
-		return wait, err.Error()
-	}
-	block, _ := pem.Decode(csr.Spec.Request)
-	if block == nil {
-		return deny, "no PEM request"
-	}
-	req, err := x509.ParseCertificateRequest(block.Bytes)
-	if err != nil || req.CheckSignature() != nil {
-		return deny, "bad certificate request"
-	}
-	if req.Subject.CommonName != csr.Spec.Username {
-		return deny, "subject is not the requesting node"
-	}
-	known := map[string]bool{nodeName: true}
-	for _, a := range node.Status.Addresses {
-		known[a.Address] = true
-	}
-	for _, d := range req.DNSNames {
-		if !known[d] {
-			return deny, fmt.Sprintf("name %s is not one of node %s's", d, nodeName)
-		}
-	}
-	for _, ip := range req.IPAddresses {
-		if !known[ip.String()] {
-			return deny, fmt.Sprintf("address %s is not one of node %s's", ip, nodeName)
-		}
-	}
-	if len(req.EmailAddresses) > 0 || len(req.URIs) > 0 {
-		return deny, "unexpected email or URI names"
-	}
-	return approve, "names match node " + nodeName
 }

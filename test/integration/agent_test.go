@@ -28,6 +28,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/cloudless-dev/cloudless/internal/agent"
+	"github.com/cloudless-dev/cloudless/internal/controllers"
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
 )
 
@@ -92,7 +93,7 @@ func TestAgent(t *testing.T) {
 		if err != nil {
 			return false, err
 		}
-		if _, ok := n.Labels[controlplane.ControlPlaneLabel]; !ok {
+		if _, ok := n.Labels[controllers.ControlPlaneLabel]; !ok {
 			return false, nil
 		}
 		if len(n.Spec.Taints) != 1 || n.Spec.Taints[0].Key != "example.com/dedicated" || n.Spec.Taints[0].Effect != corev1.TaintEffectPreferNoSchedule {

@@ -19,6 +19,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/cloudless-dev/cloudless/internal/agent"
+	"github.com/cloudless-dev/cloudless/internal/controllers"
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
 	"github.com/cloudless-dev/cloudless/internal/testutil/nodens"
 	"github.com/cloudless-dev/cloudless/internal/token"
@@ -89,7 +90,7 @@ func TestAgentJoin(t *testing.T) {
 	})
 	var firstID string
 	if n, _ := cs.CoreV1().Nodes().Get(ctx, "node-b", metav1.GetOptions{}); n != nil {
-		if _, ok := n.Labels[controlplane.ControlPlaneLabel]; ok {
+		if _, ok := n.Labels[controllers.ControlPlaneLabel]; ok {
 			t.Error("a joined agent carries the control-plane label")
 		}
 		if firstID = n.Labels[agent.NodeIDLabel]; firstID == "" {

@@ -25,6 +25,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/cloudless-dev/cloudless/internal/agent"
+	"github.com/cloudless-dev/cloudless/internal/controllers"
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
 	"github.com/cloudless-dev/cloudless/internal/network"
 	"github.com/cloudless-dev/cloudless/internal/testutil/nodens"
@@ -336,7 +337,7 @@ func TestNetwork(t *testing.T) {
 
 	t.Run("cluster DNS", func(t *testing.T) {
 		poll(t, ctx, "both nodes serve cluster DNS", func() (bool, error) {
-			es, err := c.cs.DiscoveryV1().EndpointSlices("kube-system").Get(ctx, "kube-dns-cloudless", metav1.GetOptions{})
+			es, err := c.cs.DiscoveryV1().EndpointSlices("kube-system").Get(ctx, controllers.DNSSlice, metav1.GetOptions{})
 			return err == nil && len(es.Endpoints) == 2, nil
 		})
 		// Pods get ndots:2 unless they set their own.
@@ -540,7 +541,7 @@ func TestNetwork(t *testing.T) {
 			return err == nil && !nodeIsReady(n), err
 		})
 		poll(t, ctx, "node-b's DNS endpoint not ready", func() (bool, error) {
-			es, err := c.cs.DiscoveryV1().EndpointSlices("kube-system").Get(ctx, "kube-dns-cloudless", metav1.GetOptions{})
+			es, err := c.cs.DiscoveryV1().EndpointSlices("kube-system").Get(ctx, controllers.DNSSlice, metav1.GetOptions{})
 			if err != nil {
 				return false, err
 			}
@@ -558,7 +559,7 @@ func TestNetwork(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		bDNS, _, _ := strings.Cut(nb.Annotations["cloudless.dev/dns-address"], ":")
+		bDNS, _, _ := strings.Cut(nb.Annotations[network.AnnotationDNS], ":")
 		poll(t, ctx, "kube-proxy on node-a drops node-b's DNS endpoint", func() (bool, error) {
 			out, err := exec.Command("nsenter", "--net=/var/run/netns/"+c.a.Name, "nft", "list", "table", "ip", "kube-proxy").Output()
 			if err != nil {

@@ -25,6 +25,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
+
+	"github.com/cloudless-dev/cloudless/internal/controllers"
+	"github.com/cloudless-dev/cloudless/internal/controlplane"
 )
 
 // startServer runs `cloudless server` without its node agent (see
@@ -245,10 +249,29 @@ func TestTwoServersHA(t *testing.T) {
 	if _, err := b.CoreV1().Namespaces().Get(ctx, "from-a", metav1.GetOptions{}); err != nil {
 		t.Fatalf("server B does not see server A's namespace: %v", err)
 	}
+	// One server at a time runs the cluster controllers, under their Lease.
+	poll(t, ctx, "a server holds the controllers' Lease", func() (bool, error) {
+		l, err := b.CoordinationV1().Leases("kube-system").Get(ctx, controlplane.NodesLease, metav1.GetOptions{})
+		return err == nil && ptr.Deref(l.Spec.HolderIdentity, "") != "", nil
+	})
 	pa.kill()
+	killed := time.Now()
 	if _, err := b.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "from-b"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("server B after A stopped: %v", err)
 	}
+	// B holds the Lease once A is gone (A's term runs out if it held it),
+	// and its controllers act: the cluster DNS Service, deleted, returns.
+	poll(t, ctx, "server B renews the controllers' Lease after A stopped", func() (bool, error) {
+		l, err := b.CoordinationV1().Leases("kube-system").Get(ctx, controlplane.NodesLease, metav1.GetOptions{})
+		return err == nil && l.Spec.RenewTime != nil && l.Spec.RenewTime.After(killed), nil
+	})
+	if err := b.CoreV1().Services("kube-system").Delete(ctx, controllers.DNSService, metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("delete the cluster DNS Service: %v", err)
+	}
+	poll(t, ctx, "server B's controllers recreate the cluster DNS Service", func() (bool, error) {
+		svc, err := b.CoreV1().Services("kube-system").Get(ctx, controllers.DNSService, metav1.GetOptions{})
+		return err == nil && svc.Spec.ClusterIP != "", nil
+	})
 	// A's admin credentials work on B: one CA.
 	cfgA, err := clientcmd.BuildConfigFromFlags("", filepath.Join(dirs[0], "server", "cred", "admin.kubeconfig"))
 	if err != nil {

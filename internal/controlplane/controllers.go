@@ -1,0 +1,67 @@
+package controlplane
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	componentbaseconfig "k8s.io/component-base/config"
+
+	"github.com/cloudless-dev/cloudless/internal/controllers"
+)
+
+// NodesLease is the Lease (in kube-system) of the controllers that keep
+// node-related objects: the serving CSR approver and cluster DNS.
+const NodesLease = "cloudless-nodes"
+
+// controllerGroups are the cluster-side controllers this server runs
+// (internal/controllers): the node group under its Lease, so that with
+// several servers one acts, and this server's own node label unelected.
+func (s *Server) controllerGroups() []controllers.Group {
+	groups := []controllers.Group{{
+		Name:  "nodes",
+		Lease: NodesLease,
+		New:   []func(controllers.Env) (controllers.Controller, error){controllers.NewServingCSRApprover, controllers.NewClusterDNS(s.cfg.ClusterDNS)},
+	}}
+	if !s.cfg.DisableAgent {
+		groups = append(groups, controllers.Group{
+			Name:    "this-node",
+			Options: []informers.SharedInformerOption{controllers.OnlyNode(s.cfg.NodeName)},
+			New:     []func(controllers.Env) (controllers.Controller, error){controllers.NewControlPlaneLabel(s.cfg.NodeName)},
+		})
+	}
+	return groups
+}
+
+// controllersLease is the election of every elected group: upstream's
+// defaults for kube-controller-manager (15 s lease, renewed every 2 s,
+// given up after 10 s without renewal).
+func controllersLease(name string) componentbaseconfig.LeaderElectionConfiguration {
+	return componentbaseconfig.LeaderElectionConfiguration{
+		LeaderElect: true, ResourceLock: "leases", ResourceNamespace: metav1.NamespaceSystem, ResourceName: name,
+		LeaseDuration: metav1.Duration{Duration: 15 * time.Second},
+		RenewDeadline: metav1.Duration{Duration: 10 * time.Second},
+		RetryPeriod:   metav1.Duration{Duration: 2 * time.Second},
+	}
+}
+
+// runControllers runs every group until ctx ends, each under the
+// restarter, the elected ones while this server holds their Lease.
+func (s *Server) runControllers(ctx context.Context, cs kubernetes.Interface) {
+	restart := newRestarter(s.log)
+	kubeconfig := s.paths.cred("admin.kubeconfig")
+	var wg sync.WaitGroup
+	for _, g := range s.controllerGroups() {
+		run := func(ctx context.Context) error { return g.Run(ctx, cs, s.log) }
+		if g.Lease != "" {
+			run = func(ctx context.Context) error {
+				return whileLeading(ctx, g.Lease, controllersLease(g.Lease), kubeconfig, func(ctx context.Context) error { return g.Run(ctx, cs, s.log) })
+			}
+		}
+		wg.Go(func() { restart.run(ctx, "controllers "+g.Name, run) })
+	}
+	wg.Wait()
+}
