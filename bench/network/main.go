@@ -7,7 +7,8 @@
 //   - cluster DNS: queries per second on a node's CoreDNS, for a cluster
 //     name and (cached) for an external one;
 //   - lookup cost: queries to cluster DNS and to the upstream resolver for
-//     one lookup of an external and of a cluster name, as a pod's stub
+//     one lookup of an external name, a cluster name and a partial one
+//     (kubernetes.default.svc), as a pod's stub
 //     resolver makes them (search list and ndots, A and AAAA), with
 //     Kubernetes' defaults (ndots 5, the host's search domain passed on)
 //     against Cloudless's (ndots 2, no host search domains).
@@ -61,12 +62,27 @@ var (
 	dnsFor   = flag.Duration("dns-duration", 10*time.Second, "length of each DNS load run")
 	out      = flag.String("out", "bench/results", "results directory")
 	machine  = flag.String("machine", "vm", "machine name for the result file")
+	// Set when the bench runs itself as a DNS client inside the node's
+	// network namespace: cluster DNS answers only the cluster CIDR and
+	// the node's own addresses (internal/network's DNS guard).
+	clientLoad   = flag.String("client-load", "", "internal: run the DNS load for this name, print queries/s")
+	clientLookup = flag.String("client-lookup", "", "internal: look this name up, print the queries sent")
+	clientSearch = flag.String("client-search", "", "internal: search list for -client-lookup, comma-separated")
+	clientNdots  = flag.Int("client-ndots", 1, "internal: ndots for -client-lookup")
 )
 
 var upstreamQueries atomic.Int64
 
 func main() {
 	flag.Parse()
+	switch {
+	case *clientLoad != "":
+		fmt.Printf("%.0f\n", dnsLoadOne(*clientLoad))
+		return
+	case *clientLookup != "":
+		fmt.Println(lookup(*clientLookup, strings.Split(*clientSearch, ","), *clientNdots))
+		return
+	}
 	setupNetns()
 	defer teardown()
 	go serveUpstream()
@@ -349,31 +365,50 @@ func serveUpstream() {
 }
 
 // dnsLoad runs 16 clients against the node's cluster DNS.
+// inNode runs this program with args in the node's network namespace
+// and returns what it prints.
+func inNode(args ...string) string {
+	self, err := os.Executable()
+	if err != nil {
+		log.Fatal(err)
+	}
+	out, err := exec.Command("ip", append([]string{"netns", "exec", netns, self}, args...)...).Output()
+	if err != nil {
+		log.Fatalf("%v in the node's namespace: %v", args, err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
 func dnsLoad() []string {
 	var rows []string
 	for _, q := range []string{"kubernetes.default.svc.cluster.local.", "api.example.test."} {
-		var n atomic.Int64
-		var wg sync.WaitGroup
-		deadline := time.Now().Add(*dnsFor)
-		for range 16 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c := &dns.Client{Timeout: 2 * time.Second}
-				m := new(dns.Msg)
-				m.SetQuestion(q, dns.TypeA)
-				for time.Now().Before(deadline) {
-					if r, _, err := c.Exchange(m, dnsAddr); err == nil && r.Rcode == dns.RcodeSuccess {
-						n.Add(1)
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		rows = append(rows, fmt.Sprintf("| %s A | %.0f |", q, float64(n.Load())/dnsFor.Seconds()))
-		log.Printf("DNS %s: %.0f q/s", q, float64(n.Load())/dnsFor.Seconds())
+		qps := inNode("-client-load", q, "-dns-duration", dnsFor.String())
+		rows = append(rows, fmt.Sprintf("| %s A | %s |", q, qps))
+		log.Printf("DNS %s: %s q/s", q, qps)
 	}
 	return rows
+}
+
+// dnsLoadOne sends A queries for q from 16 clients for -dns-duration
+// and returns the answers per second.
+func dnsLoadOne(q string) float64 {
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(*dnsFor)
+	for range 16 {
+		wg.Go(func() {
+			c := &dns.Client{Timeout: 2 * time.Second}
+			m := new(dns.Msg)
+			m.SetQuestion(q, dns.TypeA)
+			for time.Now().Before(deadline) {
+				if r, _, err := c.Exchange(m, dnsAddr); err == nil && r.Rcode == dns.RcodeSuccess {
+					n.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return float64(n.Load()) / dnsFor.Seconds()
 }
 
 // lookup resolves name as glibc's stub resolver would with search and
@@ -422,7 +457,9 @@ func lookupCost() [][]string {
 		{"Cloudless (ndots 2, no host search domain)", cluster, 2},
 	}
 	var rows [][]string
-	for i, name := range []string{"api.example.test", "kubernetes.default"} {
+	// kubernetes.default.svc has ndots 2's two dots: tried as an absolute
+	// name first, which cluster DNS must answer without the upstream.
+	for i, name := range []string{"api.example.test", "kubernetes.default", "kubernetes.default.svc"} {
 		for j, s := range settings {
 			// A name of its own per run: nothing cached from a previous one.
 			n := name
@@ -430,8 +467,8 @@ func lookupCost() [][]string {
 				n = fmt.Sprintf("api%d.example.test", j)
 			}
 			before := upstreamQueries.Load()
-			sent := lookup(n, s.search, s.ndots)
-			rows = append(rows, []string{name, s.name, fmt.Sprint(sent), fmt.Sprint(upstreamQueries.Load() - before)})
+			sent := inNode("-client-lookup", n, "-client-search", strings.Join(s.search, ","), "-client-ndots", fmt.Sprint(s.ndots))
+			rows = append(rows, []string{name, s.name, sent, fmt.Sprint(upstreamQueries.Load() - before)})
 		}
 	}
 	return rows
