@@ -2,15 +2,22 @@
 GO ?= go
 BIN := bin/cloudless
 
-.PHONY: build test bench clean
+.PHONY: build test bench conformance clean
 
 # cloudless and the helpers its node agent runs (runc, pause, CNI plugins).
 build:
 	GO=$(GO) build/build.sh bin
 
+# Conformance specs that guard what Cloudless does itself (hostPort,
+# cluster DNS, Services, env from ConfigMaps and Secrets), run on every
+# `make test`; the whole suite is `sudo test/conformance/run.sh`.
+CONFORMANCE_SUBSET := HostPort|DNS should resolve DNS of partial qualified names|DNS should provide DNS for services|DNS should provide /etc/hosts entries|Services should serve a basic endpoint from pods|Services should be able to create a functioning NodePort service|consumable via (the )?environment
+
 # The README's test command.
 test:
 	$(GO) test -count=1 -timeout 60m ./...
+	FOCUS='$(CONFORMANCE_SUBSET)' SERIAL=0 PROCS=2 CONFORMANCE_NAME=conformance-subset \
+	  CONFORMANCE_RESULTS=$${TMPDIR:-/tmp} test/conformance/run.sh
 
 bench: build
 	bench/datastore/run.sh
@@ -18,6 +25,10 @@ bench: build
 	bench/agent/run.sh
 	bench/network/run.sh
 	bench/lint/run.sh
+
+# The whole conformance suite, parallel and serial passes (about an hour).
+conformance:
+	test/conformance/run.sh
 
 clean:
 	rm -rf bin

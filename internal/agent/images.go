@@ -144,19 +144,25 @@ func BinaryImageArchive(ref, name string, data []byte, user string) ([]byte, err
 	}
 	tw.Write(data)
 	tw.Close()
-	layer, err := tarball.LayerFromReader(bytes.NewReader(layerTar.Bytes()))
+	return ImageArchive(ref, layerTar.Bytes(), v1.Config{Entrypoint: []string{"/" + name}, User: user})
+}
+
+// ImageArchive returns a docker-archive tarball of a one-layer image
+// named ref, for this machine's platform: layer is the layer's tar, cfg
+// its entrypoint, user and environment.
+func ImageArchive(ref string, layer []byte, cfg v1.Config) ([]byte, error) {
+	l, err := tarball.LayerFromReader(bytes.NewReader(layer))
 	if err != nil {
 		return nil, err
 	}
 	// Config first: AppendLayers then records the layer's diff ID in it.
 	img, err := mutate.ConfigFile(empty.Image, &v1.ConfigFile{
-		Architecture: platforms.DefaultSpec().Architecture, OS: "linux",
-		Config: v1.Config{Entrypoint: []string{"/" + name}, User: user},
+		Architecture: platforms.DefaultSpec().Architecture, OS: "linux", Config: cfg,
 	})
 	if err != nil {
 		return nil, err
 	}
-	img, err = mutate.AppendLayers(img, layer)
+	img, err = mutate.AppendLayers(img, l)
 	if err != nil {
 		return nil, err
 	}

@@ -12,13 +12,13 @@ package network
 // include a loopback address, and nothing outside the node can reach
 // this server to forward back to it.
 //
-// Names under the pseudo-TLD svc. are answered here, NXDOMAIN, and never
-// forwarded. With ndots 2 a pod's resolver asks for a partial name such
-// as web.default.svc as an absolute name first; forwarded, that query
-// leaks the cluster's names to the upstream and waits on it (a timeout
-// where the upstream drops what it cannot resolve) before the search
-// list finds web.default.svc.cluster.local. No public name ends in svc.;
-// names under the cluster domain are the kubernetes plugin's already.
+// Names under the pseudo-TLD svc. are answered here as the same names
+// under svc.<cluster domain>, and never forwarded. With ndots 2 a pod's
+// resolver asks for a partial name such as web.default.svc as an
+// absolute name first (dig and other resolvers that treat a name with
+// ndots dots as absolute ask for nothing else); forwarded, that query
+// would leak the cluster's names to the upstream and wait on it, and
+// answered NXDOMAIN it would fail for dig. No public name ends in svc.
 
 import (
 	"context"
@@ -40,7 +40,7 @@ import (
 	_ "github.com/coredns/coredns/plugin/kubernetes"
 	_ "github.com/coredns/coredns/plugin/log"
 	_ "github.com/coredns/coredns/plugin/ready"
-	_ "github.com/coredns/coredns/plugin/template"
+	_ "github.com/coredns/coredns/plugin/rewrite"
 
 	"github.com/cloudless-dev/cloudless/internal/klogslog"
 )
@@ -57,7 +57,7 @@ const (
 	// pseudoTLD is the last label of the partial Service names pods
 	// look up (name.namespace.svc); cluster DNS owns it.
 	pseudoTLD = "svc"
-	// dnsTTL is the TTL of cluster DNS answers, positive and negative.
+	// dnsTTL is the TTL of cluster DNS answers.
 	dnsTTL = 30
 )
 
@@ -70,6 +70,7 @@ func (n *Network) corefile(gw netip.Addr) string {
     errors
     health %[3]s
     ready %[4]s
+    rewrite name suffix .%[8]s. .%[8]s.%[5]s. answer auto
     kubernetes %[5]s in-addr.arpa ip6.arpa {
         kubeconfig %[6]s
         pods insecure
@@ -79,13 +80,6 @@ func (n *Network) corefile(gw netip.Addr) string {
     cache %[9]d
     forward . %[7]s {
         max_concurrent 1000
-    }
-}
-%[8]s.:%[1]d {
-    bind %[2]s
-    template ANY ANY {
-        rcode NXDOMAIN
-        authority "%[8]s. %[9]d IN SOA ns.dns.%[8]s. hostmaster.%[8]s. (1 %[9]d %[9]d %[9]d %[9]d)"
     }
 }
 `, DNSPort, gw, dnsHealthAddr, dnsReadyAddr, n.cfg.ClusterDomain, n.cfg.Kubeconfig, n.cfg.ResolvConf, pseudoTLD, dnsTTL)
