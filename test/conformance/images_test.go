@@ -89,9 +89,13 @@ func (r *rootfs) busybox(t *testing.T) {
 	if err != nil {
 		t.Fatalf("busybox --list-full: %v", err)
 	}
+	// The busybox image has every applet in /bin (specs run /bin/sysctl);
+	// Debian's list puts some in sbin and usr/bin: link both places.
 	for _, p := range strings.Fields(string(out)) {
-		if p != "bin/busybox" {
-			r.symlink(p, "/bin/busybox")
+		for _, at := range []string{p, "bin/" + path.Base(p)} {
+			if _, taken := r.files[at]; !taken && at != "bin/busybox" {
+				r.symlink(at, "/bin/busybox")
+			}
 		}
 	}
 	r.dir("tmp", 0o1777)
