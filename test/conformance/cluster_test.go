@@ -80,10 +80,19 @@ func startCluster(t *testing.T, ctx context.Context, work, bin string, images st
 				<-p.done
 			}
 		}
-		for _, d := range []string{dataA, dataB} {
-			agent.KillShims(agent.RunDirFor(d))
-			os.RemoveAll(agent.RunDirFor(d))
-			agent.RemoveCgroups(d)
+		// What each node made (containers, shims, cgroups, run dir, the
+		// rules in its namespace) is undone by the node's own reset, run
+		// in the namespace it ran in; the namespaces go after this.
+		for i, d := range []string{dataA, dataB} {
+			n := []*nodens.Node{c.a, c.b}[i]
+			cmd := n.Command(filepath.Join(bin, "cloudless"), "reset", "--yes", "--data-dir", d)
+			cmd.Env = append(os.Environ(), "CLOUDLESS_CONFIG=")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Errorf("cloudless reset --data-dir %s: %v\n%s", d, err, out)
+				agent.KillShims(agent.RunDirFor(d))
+				os.RemoveAll(agent.RunDirFor(d))
+				agent.RemoveCgroups(d)
+			}
 		}
 	})
 	// Cluster DNS forwards to the host's end of node-a's link, where

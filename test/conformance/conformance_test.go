@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -58,14 +60,14 @@ func loadSettings(t *testing.T) settings {
 func checkPrerequisites(t *testing.T, s settings) {
 	t.Helper()
 	var missing []string
-	for _, f := range []string{"cloudless", "pause", "e2e.test", "ginkgo", "agnhost"} {
+	for _, f := range append([]string{"cloudless", "e2e.test", "ginkgo"}, imageBinaries...) {
 		if _, err := os.Stat(filepath.Join(s.bin, f)); err != nil {
 			missing = append(missing, fmt.Sprintf("%s is not in %s: run.sh builds it", f, s.bin))
 		}
 	}
-	for _, f := range append([]string{busyboxPath, hostShell}, hostTools...) {
+	for _, f := range append(append([]string{busyboxPath, hostShell}, hostTools...), webTools...) {
 		if _, err := os.Stat(f); err != nil {
-			missing = append(missing, fmt.Sprintf("%s is missing: apt-get install busybox-static bind9-dnsutils netcat-openbsd curl", f))
+			missing = append(missing, fmt.Sprintf("%s is missing: apt-get install busybox-static bind9-dnsutils netcat-openbsd curl nginx", f))
 		}
 	}
 	na, nb := nodeNumbers(t)
@@ -93,6 +95,11 @@ type pass struct {
 func TestConformance(t *testing.T) {
 	s := loadSettings(t)
 	checkPrerequisites(t, s)
+	// Ctrl-C or SIGTERM (run.sh forwards both) ends the suite early; the
+	// report is written for what ran and everything started is cleaned up.
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(stop)
 	started := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -102,7 +109,7 @@ func TestConformance(t *testing.T) {
 	if err := os.MkdirAll(images, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	plans := buildImages(t, images, filepath.Join(s.bin, "agnhost"), filepath.Join(s.bin, "pause"))
+	plans := buildImages(t, images, s.bin)
 
 	t.Log("starting a two-node cluster")
 	c := startCluster(t, ctx, s.work, s.bin, images)
@@ -127,12 +134,15 @@ func TestConformance(t *testing.T) {
 	var md string
 	for _, p := range passes {
 		t.Logf("running the %s pass (%d processes)", p.name, p.procs)
-		r := runPass(t, s, p, c.kubeconfig, path, reports)
+		r, interrupted := runPass(t, s, p, c.kubeconfig, path, reports, stop)
 		results = append(results, r)
 		t.Logf("%s pass: %d ran, %d passed, %d failed in %s", p.name, r.ran, r.passed, len(r.failed), r.took.Round(time.Second))
 		// After every pass, so a long run leaves results as it goes.
 		md = writeReport(t, s, results, plans, reports, time.Since(started))
 		t.Logf("wrote %s", md)
+		if interrupted {
+			t.Fatalf("interrupted during the %s pass; the report has what ran; cleaning up", p.name)
+		}
 	}
 	for _, r := range results {
 		if len(r.failed) > 0 {
@@ -141,7 +151,9 @@ func TestConformance(t *testing.T) {
 	}
 }
 
-func runPass(t *testing.T, s settings, p pass, kubeconfig, path, reports string) passResult {
+// runPass runs one pass; a signal on stop interrupts ginkgo, which ends
+// the running specs (their own cleanup included) and writes its report.
+func runPass(t *testing.T, s settings, p pass, kubeconfig, path, reports string, stop <-chan os.Signal) (passResult, bool) {
 	t.Helper()
 	dir := filepath.Join(reports, p.name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -167,11 +179,29 @@ func runPass(t *testing.T, s settings, p pass, kubeconfig, path, reports string)
 	defer logf.Close()
 	cmd.Stdout, cmd.Stderr = logf, logf
 	start := time.Now()
-	err = cmd.Run()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("ginkgo: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	interrupted := false
+	select {
+	case err = <-done:
+	case sig := <-stop:
+		interrupted = true
+		t.Logf("%v: interrupting ginkgo (it ends the running specs and reports them)", sig)
+		cmd.Process.Signal(os.Interrupt)
+		select {
+		case err = <-done:
+		case <-time.After(3 * time.Minute):
+			cmd.Process.Kill()
+			err = <-done
+		}
+	}
 	r := readJUnit(t, dir)
 	r.name, r.took = p.name, time.Since(start)
-	if err != nil && len(r.failed) == 0 {
+	if err != nil && len(r.failed) == 0 && !interrupted {
 		t.Errorf("%s pass: ginkgo %v with no failure in its report; see %s", p.name, err, logf.Name())
 	}
-	return r
+	return r, interrupted
 }

@@ -190,13 +190,20 @@ func writeImage(path, ref string, fs *rootfs, cfg v1.Config) error {
 	return os.WriteFile(path, archive, 0o600)
 }
 
+// standInEffects are the specs a stand-in here is known to fail, and
+// why (README.md's table): the report attributes them to the image.
+var standInEffects = []struct{ spec, why string }{
+	{"should not write to root filesystem", "image stand-in: bash, the busybox image's sh, says `line 1: /file: Read-only file system` where the spec expects ash's `can't create /file: …`"},
+}
+
 // imagePlan says how each image of upstream's manifest is made here:
 // "" means not built (the specs that need it fail, and the report says
 // why).
 type imagePlan struct {
 	id     imageutils.ImageID
 	ref    string
-	kind   string // agnhost, busybox, pause, webserver, dnsutils, or ""
+	name   string // the last element of the repository: agnhost, nginx, ...
+	kind   string // agnhost, busybox, pause, nginx, pages, dnsutils, nonroot, nonewprivs, or ""
 	reason string // for kind "": why it is not built
 }
 
@@ -204,14 +211,14 @@ type imagePlan struct {
 func plans() []imagePlan {
 	kinds := map[string]string{
 		"agnhost": "agnhost", "busybox": "busybox", "pause": "pause",
-		"nginx": "webserver", "kitten": "webserver", "nautilus": "webserver",
-		"jessie-dnsutils": "dnsutils", "nonroot": "nonroot",
+		"nginx": "nginx", "kitten": "pages", "nautilus": "pages",
+		"jessie-dnsutils": "dnsutils", "nonroot": "nonroot", "nonewprivs": "nonewprivs",
 	}
 	var out []imagePlan
 	for id, c := range imageutils.GetOriginalImageConfigs() {
 		ref := c.GetE2EImage()
 		name := path.Base(ref[:strings.LastIndex(ref, ":")])
-		p := imagePlan{id: id, ref: ref, kind: kinds[name]}
+		p := imagePlan{id: id, ref: ref, name: name, kind: kinds[name]}
 		if p.kind == "" {
 			p.reason = "no registry here, and no Go module or Debian package carries its content"
 		}
@@ -224,18 +231,23 @@ func plans() []imagePlan {
 	return out
 }
 
+// imageBinaries are the binaries run.sh builds for the images, in
+// CONFORMANCE_BIN.
+var imageBinaries = []string{"agnhost", "pause", "nnp"}
+
 // buildImages writes an archive per buildable image into dir and returns
-// the plans.
-func buildImages(t *testing.T, dir, agnhostBin, pauseBin string) []imagePlan {
+// the plans. bin holds imageBinaries.
+func buildImages(t *testing.T, dir, bin string) []imagePlan {
 	t.Helper()
-	agnhost, err := os.ReadFile(agnhostBin)
-	if err != nil {
-		t.Fatal(err)
+	read := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join(bin, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
 	}
-	pause, err := os.ReadFile(pauseBin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	agnhost, pause, nnp := read("agnhost"), read("pause"), read("nnp")
+	porter := filepath.Join(upstreamImagesDir(t), "agnhost", "porter")
 	withAgnhost := func() *rootfs {
 		fs := newRootfs()
 		fs.busybox(t)
@@ -246,6 +258,9 @@ func buildImages(t *testing.T, dir, agnhostBin, pauseBin string) []imagePlan {
 		fs.file("agnhost", agnhost, 0o755)
 		fs.symlink("agnhost-2", "agnhost")
 		fs.dir("uploads", 0o755)
+		// porter's certificate and key, which specs pass to netexec --http-tls.
+		fs.copyFrom(t, filepath.Join(porter, "localhost.crt"), "localhost.crt", 0o644)
+		fs.copyFrom(t, filepath.Join(porter, "localhost.key"), "localhost.key", 0o644)
 		// As upstream's Dockerfile adds them.
 		fs.file("etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\nuser-defined-in-image:x:1000:1000::/home/user-defined-in-image:/bin/sh\n"), 0o644)
 		fs.file("etc/group", []byte("root:x:0:\nnobody:x:65534:\nuser-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n"), 0o644)
@@ -260,9 +275,17 @@ func buildImages(t *testing.T, dir, agnhostBin, pauseBin string) []imagePlan {
 			continue
 		case "agnhost":
 			fs, cfg = withAgnhost(), v1.Config{Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}}
-		case "webserver":
-			// Upstream: nginx or httpd serving static pages on :80.
-			fs, cfg = withAgnhost(), v1.Config{Entrypoint: []string{"/agnhost", "netexec", "--http-port=80"}}
+		case "nginx":
+			fs, cfg = nginxImage(t)
+		case "pages":
+			fs, cfg = pagesImage(t, withAgnhost, p.name)
+		case "nonewprivs":
+			// Upstream: Alpine with nnp setuid root, which prints its effective uid.
+			fs = newRootfs()
+			fs.busybox(t)
+			fs.hostBinaryAs(t, hostShell, "/bin/sh")
+			fs.file("usr/local/bin/nnp", nnp, 0o4755)
+			cfg = v1.Config{Cmd: []string{"nnp"}}
 		case "dnsutils":
 			fs, cfg = withAgnhost(), v1.Config{Cmd: []string{"sh"}}
 		case "nonroot":

@@ -99,12 +99,18 @@ func firstLine(s string) string {
 }
 
 // attribution says where a failure comes from when that can be told from
-// the failure itself: an image that is not built here. Anything else is
-// Cloudless's until shown otherwise.
+// the failure itself: an image that is not built here, or a spec a
+// stand-in is known to fail. Anything else is Cloudless's until shown
+// otherwise.
 func attribution(f failure, plans []imagePlan) string {
 	for _, p := range plans {
 		if p.kind == "" && strings.Contains(f.reason, p.ref) {
 			return "image not built here (" + p.ref + ")"
+		}
+	}
+	for _, e := range standInEffects {
+		if strings.Contains(f.spec, e.spec) {
+			return e.why
 		}
 	}
 	return "Cloudless, until shown otherwise"

@@ -16,6 +16,9 @@
 # KEEP=1 (keep the scratch dir). Results: bench/results/<name>-<date>-<machine>.md
 # and the junit files next to it. README.md explains the rest.
 set -euo pipefail
+# One compound command, read whole before it runs: editing this file
+# during a run cannot change what the run does next.
+{
 cd "$(dirname "$0")"
 root=$(cd ../.. && pwd)
 say() { echo "conformance: $*" >&2; }
@@ -24,7 +27,7 @@ fail() { echo "conformance: $*" >&2; exit 2; }
 # Prerequisites, before anything starts.
 [ "$(id -u)" = 0 ] || fail "run as root: the nodes run kubelets, containerd and network namespaces"
 command -v go >/dev/null || fail "no go in PATH: install Go (see the README's quickstart) or add /usr/local/go/bin to PATH"
-for p in busybox-static:/usr/bin/busybox bind9-dnsutils:/usr/bin/dig netcat-openbsd:/usr/bin/nc curl:/usr/bin/curl; do
+for p in busybox-static:/usr/bin/busybox bind9-dnsutils:/usr/bin/dig netcat-openbsd:/usr/bin/nc curl:/usr/bin/curl nginx:/usr/sbin/nginx; do
   [ -e "${p#*:}" ] || fail "${p#*:} is missing: apt-get install ${p%%:*} (the test images are built from it)"
 done
 work=${CONFORMANCE_WORK:-$(mktemp -d /var/tmp/cl-conformance-XXXXXX)}
@@ -46,8 +49,21 @@ flock /tmp/cloudless-build.lock sh -c "
   go test -c -o '$bin/e2e.test' k8s.io/kubernetes/test/e2e
   go build -o '$bin/ginkgo' github.com/onsi/ginkgo/v2/ginkgo
   CGO_ENABLED=0 go build -o '$bin/agnhost' k8s.io/kubernetes/test/images/agnhost
+  CGO_ENABLED=0 go build -o '$bin/nnp' k8s.io/kubernetes/test/images/nonewprivs
+  go test -c -o '$bin/conformance.test' .
 "
 
 say "running (images, cluster, suite); progress in $work/reports/*/ginkgo.log"
+# In the background so that Ctrl-C or a TERM to this script reaches the
+# runner, which ends the suite, writes the report and stops the nodes.
 CONFORMANCE_BIN=$bin CONFORMANCE_WORK=$work CONFORMANCE_RESULTS=${CONFORMANCE_RESULTS:-$root/bench/results} \
-  go test -count=1 -timeout 6h -v -run 'TestConformance$' .
+  "$bin/conformance.test" -test.count=1 -test.timeout=6h -test.v -test.run 'TestConformance$' &
+runner=$!
+trap 'say "stopping: the runner ends the suite and cleans up"; kill -INT $runner 2>/dev/null' INT TERM
+rc=0
+while :; do
+  wait $runner && rc=0 || rc=$?
+  kill -0 $runner 2>/dev/null || break   # wait returned for a signal, not an exit
+done
+exit $rc
+}
