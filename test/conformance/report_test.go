@@ -1,6 +1,8 @@
 package conformance
 
 import (
+	"bytes"
+	"compress/gzip"
 	"encoding/xml"
 	"fmt"
 	"os"
@@ -116,8 +118,9 @@ func attribution(f failure, plans []imagePlan) string {
 	return "Cloudless, until shown otherwise"
 }
 
-// writeReport writes <results>/<name>-<date>-<machine>.md and copies the
-// junit files next to it; it returns the Markdown file's path.
+// writeReport writes <results>/<name>-<date>-<machine>.md and the junit
+// files, gzipped, in the directory of the same name; it returns the
+// Markdown file's path.
 func writeReport(t *testing.T, s settings, results []passResult, plans []imagePlan, reports string, took time.Duration) string {
 	t.Helper()
 	date := time.Now().UTC().Format("2006-01-02")
@@ -165,12 +168,23 @@ func writeReport(t *testing.T, s settings, results []passResult, plans []imagePl
 		}
 		fmt.Fprintf(&b, "| %s | %s |\n", p.ref, how)
 	}
+	// The junit files list every spec of the suite, skipped ones too
+	// (megabytes): gzipped, `zcat` reads them.
 	for _, r := range results {
 		files, _ := filepath.Glob(filepath.Join(reports, r.name, "junit*.xml"))
 		for _, f := range files {
 			data, err := os.ReadFile(f)
-			if err == nil {
-				os.WriteFile(filepath.Join(base, r.name+"-"+filepath.Base(f)), data, 0o644)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var gz bytes.Buffer
+			w := gzip.NewWriter(&gz)
+			w.Write(data)
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(base, r.name+"-"+filepath.Base(f)+".gz"), gz.Bytes(), 0o644); err != nil {
+				t.Fatal(err)
 			}
 		}
 	}
