@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -21,7 +23,10 @@ type passResult struct {
 	took                 time.Duration
 }
 
-type failure struct{ spec, reason string }
+type failure struct {
+	spec, reason string
+	pulls        []string // images the spec's pods failed to pull
+}
 
 type junitSuites struct {
 	Suites []struct {
@@ -35,7 +40,9 @@ type junitSuites struct {
 			Error *struct {
 				Message string `xml:"message,attr"`
 			} `xml:"error"`
-			Skipped *struct{} `xml:"skipped"`
+			Skipped   *struct{} `xml:"skipped"`
+			SystemOut string    `xml:"system-out"`
+			SystemErr string    `xml:"system-err"`
 		} `xml:"testcase"`
 	} `xml:"testsuite"`
 }
@@ -76,7 +83,7 @@ func readJUnit(t *testing.T, dir string) passResult {
 					} else {
 						msg = c.Error.Message
 					}
-					r.failed = append(r.failed, failure{c.Name, firstLine(msg)})
+					r.failed = append(r.failed, failure{c.Name, firstLine(msg), failedPulls(c.SystemOut + c.SystemErr)})
 				default:
 					r.ran++
 					r.passed++
@@ -86,6 +93,22 @@ func readJUnit(t *testing.T, dir string) passResult {
 	}
 	sort.Slice(r.failed, func(i, j int) bool { return r.failed[i].spec < r.failed[j].spec })
 	return r
+}
+
+// failedPull is the kubelet's event for an image it could not pull, as
+// a failed spec's timeline dumps it.
+var failedPull = regexp.MustCompile(`Failed to pull image \\?"([^"\\]+)\\?"`)
+
+func failedPulls(timeline string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, m := range failedPull.FindAllStringSubmatch(timeline, -1) {
+		if !seen[m[1]] {
+			seen[m[1]] = true
+			out = append(out, m[1])
+		}
+	}
+	return out
 }
 
 func firstLine(s string) string {
@@ -101,12 +124,16 @@ func firstLine(s string) string {
 }
 
 // attribution says where a failure comes from when that can be told from
-// the failure itself: an image that is not built here, or a spec a
+// the failure itself: an image that is not built here (named in the
+// message, or a pull of it failed during the spec), or a spec a
 // stand-in is known to fail. Anything else is Cloudless's until shown
 // otherwise.
 func attribution(f failure, plans []imagePlan) string {
 	for _, p := range plans {
-		if p.kind == "" && strings.Contains(f.reason, p.ref) {
+		if p.kind != "" {
+			continue
+		}
+		if strings.Contains(f.reason, p.ref) || slices.Contains(f.pulls, p.ref) {
 			return "image not built here (" + p.ref + ")"
 		}
 	}
@@ -197,4 +224,33 @@ func writeReport(t *testing.T, s settings, results []passResult, plans []imagePl
 
 func mdEscape(s string) string {
 	return strings.NewReplacer("|", `\|`, "\n", " ").Replace(s)
+}
+
+func TestAttribution(t *testing.T) {
+	plans := []imagePlan{
+		{ref: "registry.k8s.io/etcd:3.6.6-0"},
+		{ref: "registry.k8s.io/e2e-test-images/agnhost:2.59", kind: "agnhost"},
+	}
+	timeline := `event for p: {kubelet node-b} Failed: Failed to pull image "registry.k8s.io/etcd:3.6.6-0": not found
+event for p: {kubelet node-b} Failed: Failed to pull image "registry.k8s.io/etcd:3.6.6-0": not found`
+	cases := []struct {
+		f    failure
+		want string
+	}{
+		{failure{spec: "[sig-api-machinery] Aggregator", reason: "deploying extension apiserver", pulls: failedPulls(timeline)},
+			"image not built here (registry.k8s.io/etcd:3.6.6-0)"},
+		// A built image that fails to pull is Cloudless's problem.
+		{failure{spec: "x", reason: "y", pulls: failedPulls(`Failed to pull image \"registry.k8s.io/e2e-test-images/agnhost:2.59\"`)},
+			"Cloudless, until shown otherwise"},
+		{failure{spec: "[sig-node] Kubelet when scheduling a read only busybox container should not write to root filesystem", reason: "Expected"},
+			standInEffects[0].why},
+	}
+	for _, c := range cases {
+		if got := attribution(c.f, plans); got != c.want {
+			t.Errorf("attribution(%q, pulls %q) = %q, want %q", c.f.spec, c.f.pulls, got, c.want)
+		}
+	}
+	if got := failedPulls(timeline); len(got) != 1 {
+		t.Errorf("failedPulls: %q, want the one image once", got)
+	}
 }
