@@ -26,6 +26,7 @@ type settings struct {
 	bin, work, results, machine string
 	focus, skip                 string
 	procs                       int
+	parallel                    bool // run the parallel pass (PARALLEL=0: only the serial one)
 	serial                      bool // also run the [Serial] and [Disruptive] conformance specs
 	name                        string
 }
@@ -34,7 +35,8 @@ func loadSettings(t *testing.T) settings {
 	s := settings{
 		bin: os.Getenv("CONFORMANCE_BIN"), work: os.Getenv("CONFORMANCE_WORK"), results: os.Getenv("CONFORMANCE_RESULTS"),
 		machine: os.Getenv("MACHINE"), focus: os.Getenv("FOCUS"), skip: os.Getenv("SKIP"), procs: 4, serial: os.Getenv("SERIAL") != "0",
-		name: os.Getenv("CONFORMANCE_NAME"),
+		parallel: os.Getenv("PARALLEL") != "0",
+		name:     os.Getenv("CONFORMANCE_NAME"),
 	}
 	if s.bin == "" || s.work == "" {
 		t.Skip("run through test/conformance/run.sh, which builds the suite and sets CONFORMANCE_BIN and CONFORMANCE_WORK")
@@ -45,6 +47,9 @@ func loadSettings(t *testing.T) settings {
 			t.Fatalf("PROCS=%q: want a number of parallel processes, 1 or more", v)
 		}
 		s.procs = n
+	}
+	if !s.parallel && !s.serial {
+		t.Fatal("PARALLEL=0 and SERIAL=0 leave no pass to run: drop one")
 	}
 	if s.machine == "" {
 		s.machine = "vm"
@@ -125,7 +130,10 @@ func TestConformance(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	passes := []pass{{name: "parallel", labels: "Conformance && !Serial && !Disruptive", procs: s.procs}}
+	var passes []pass
+	if s.parallel {
+		passes = append(passes, pass{name: "parallel", labels: "Conformance && !Serial && !Disruptive", procs: s.procs})
+	}
 	if s.serial {
 		passes = append(passes, pass{name: "serial", labels: "Conformance && (Serial || Disruptive)", procs: 1})
 	}

@@ -8,7 +8,7 @@
 #
 # Settings (environment): FOCUS, SKIP (ginkgo regexps on spec names),
 # PROCS (parallel processes, default 4), SERIAL (0: skip the [Serial] /
-# [Disruptive] pass), MACHINE (result file name, default vm),
+# [Disruptive] pass), PARALLEL (0: skip the parallel pass), MACHINE (result file name, default vm),
 # CONFORMANCE_NAME (result file prefix, default conformance),
 # CONFORMANCE_WORK (scratch dir, default a new one under /var/tmp),
 # CONFORMANCE_RESULTS (where results go, default bench/results),
