@@ -40,6 +40,10 @@ fi
 say "checking Go modules"
 go mod download || fail "Go modules of test/conformance cannot be fetched: check GOPROXY (the module proxy must be reachable)"
 
+# The tree the binaries are built from, for the report.
+CONFORMANCE_COMMIT=$(git -C "$root" rev-parse --short HEAD)
+[ -z "$(git -C "$root" status --porcelain --untracked-files=no)" ] || CONFORMANCE_COMMIT="$CONFORMANCE_COMMIT with uncommitted changes"
+export CONFORMANCE_COMMIT
 say "building cloudless, e2e.test, ginkgo and agnhost (minutes on a cold cache)"
 bin=$work/bin
 mkdir -p "$bin"
