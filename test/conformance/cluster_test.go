@@ -46,6 +46,8 @@ type cluster struct {
 	kubeconfig string // admin, with node-a's address
 	cs         *kubernetes.Clientset
 	procs      []*proc
+	dead       chan struct{} // closed when a node process exits
+	deadOnce   sync.Once
 }
 
 // proc is a node process; done closes when it exits.
@@ -67,7 +69,7 @@ func (p *proc) exited() bool {
 func startCluster(t *testing.T, ctx context.Context, work, bin string, images string) *cluster {
 	t.Helper()
 	na, nb := nodeNumbers(t)
-	c := &cluster{a: nodens.New(t, "conf-a", na), b: nodens.New(t, "conf-b", nb)}
+	c := &cluster{a: nodens.New(t, "conf-a", na), b: nodens.New(t, "conf-b", nb), dead: make(chan struct{})}
 	dataA, dataB := filepath.Join(work, "node-a"), filepath.Join(work, "node-b")
 	t.Cleanup(func() {
 		for i := len(c.procs) - 1; i >= 0; i-- {
@@ -181,7 +183,11 @@ func (c *cluster) start(t *testing.T, cmd *exec.Cmd) {
 		t.Fatal(err)
 	}
 	c.procs = append(c.procs, p)
-	go func() { cmd.Wait(); close(p.done) }()
+	go func() {
+		cmd.Wait()
+		close(p.done)
+		c.deadOnce.Do(func() { close(c.dead) })
+	}()
 }
 
 // checkAlive fails the run, with the last lines of its log, if a node

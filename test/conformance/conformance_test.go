@@ -142,13 +142,14 @@ func TestConformance(t *testing.T) {
 	var md string
 	for _, p := range passes {
 		t.Logf("running the %s pass (%d processes)", p.name, p.procs)
-		r, interrupted := runPass(t, s, p, c.kubeconfig, path, reports, stop)
+		r, interrupted := runPass(t, s, p, c.kubeconfig, path, reports, stop, c.dead)
 		results = append(results, r)
 		t.Logf("%s pass: %d ran, %d passed, %d failed in %s", p.name, r.ran, r.passed, len(r.failed), r.took.Round(time.Second))
 		// After every pass, so a long run leaves results as it goes.
 		md = writeReport(t, s, results, plans, reports, time.Since(started))
 		t.Logf("wrote %s", md)
 		if interrupted {
+			c.checkAlive(t) // a node that died: its command and the end of its log
 			t.Fatalf("interrupted during the %s pass; the report has what ran; cleaning up", p.name)
 		}
 	}
@@ -159,9 +160,11 @@ func TestConformance(t *testing.T) {
 	}
 }
 
-// runPass runs one pass; a signal on stop interrupts ginkgo, which ends
-// the running specs (their own cleanup included) and writes its report.
-func runPass(t *testing.T, s settings, p pass, kubeconfig, path, reports string, stop <-chan os.Signal) (passResult, bool) {
+// runPass runs one pass; a signal on stop, or a node process exiting
+// (dead), interrupts ginkgo, which ends the running specs (their own
+// cleanup included) and writes its report: without a node, the rest of
+// the pass would only time out.
+func runPass(t *testing.T, s settings, p pass, kubeconfig, path, reports string, stop <-chan os.Signal, dead <-chan struct{}) (passResult, bool) {
 	t.Helper()
 	dir := filepath.Join(reports, p.name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -186,6 +189,9 @@ func runPass(t *testing.T, s settings, p pass, kubeconfig, path, reports string,
 	}
 	defer logf.Close()
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its own process group, so that an interrupt reaches ginkgo and its
+	// e2e.test processes together, as Ctrl-C in a terminal does.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("ginkgo: %v", err)
@@ -193,16 +199,22 @@ func runPass(t *testing.T, s settings, p pass, kubeconfig, path, reports string,
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	interrupted := false
+	why := ""
 	select {
 	case err = <-done:
 	case sig := <-stop:
+		why = sig.String()
+	case <-dead:
+		why = "a node process exited"
+	}
+	if why != "" {
 		interrupted = true
-		t.Logf("%v: interrupting ginkgo (it ends the running specs and reports them)", sig)
-		cmd.Process.Signal(os.Interrupt)
+		t.Logf("%s: interrupting ginkgo (it ends the running specs and reports them)", why)
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGINT)
 		select {
 		case err = <-done:
 		case <-time.After(3 * time.Minute):
-			cmd.Process.Kill()
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			err = <-done
 		}
 	}
