@@ -151,7 +151,9 @@ func BinaryImageArchive(ref, name string, data []byte, user string) ([]byte, err
 // named ref, for this machine's platform: layer is the layer's tar, cfg
 // its entrypoint, user and environment.
 func ImageArchive(ref string, layer []byte, cfg v1.Config) ([]byte, error) {
-	l, err := tarball.LayerFromReader(bytes.NewReader(layer))
+	// From an opener, not LayerFromReader: that one buffers the layer in
+	// a temporary file it never removes (one per agent start, for pause).
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(layer)), nil })
 	if err != nil {
 		return nil, err
 	}

@@ -89,6 +89,7 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	containExits(s.log)
 	if os.Geteuid() != 0 {
 		return errors.New("cloudless server must run as root: it manages certificates under /var/lib, mounts and network rules; run it with sudo (or as a systemd service)")
 	}

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"reflect"
+	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -14,6 +17,7 @@ import (
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	componentbaseconfig "k8s.io/component-base/config"
+	"k8s.io/klog/v2"
 )
 
 // errLeaseLost is how a leader-elected component ends when this process
@@ -46,7 +50,7 @@ func (r *restarter) run(ctx context.Context, name string, component func(context
 	wait := r.first
 	for {
 		started := time.Now()
-		err := component(ctx)
+		err := contain(ctx, component)
 		if ctx.Err() != nil {
 			return
 		}
@@ -76,6 +80,76 @@ func (r *restarter) sleep(ctx context.Context, d time.Duration) bool {
 		return false
 	case <-t.C:
 		return true
+	}
+}
+
+// Upstream components end their process on faults they think fatal to
+// it: kube-controller-manager calls klog.FlushAndExit when its
+// controllers take longer than --controller-shutdown-timeout to stop
+// after a lost lease, or when the API is not healthy within 10 s of a
+// term's start. Here they share the process with the datastore, the API
+// server and the kubelet, so such an exit is contained: a component runs
+// in a goroutine of its own (runContained), and klog's exit, called from
+// such a goroutine, ends that goroutine instead of the process.
+
+// errExited is how a component ends when it called klog's exit.
+var errExited = errors.New("called exit (klog.FlushAndExit or a klog fatal; its reason is the log line before); contained to this component, whose stopping goroutines may still finish")
+
+// containedFunc is runContained's name as it appears in stacks.
+var containedFunc = runtime.FuncForPC(reflect.ValueOf(runContained).Pointer()).Name()
+
+var containExitsOnce sync.Once
+
+// containExits makes klog's exit end the calling component's goroutine
+// when that is a contained one (see contain), and the process otherwise.
+// Called once per process, before components start.
+func containExits(log *slog.Logger) {
+	containExitsOnce.Do(func() {
+		klog.OsExit = func(code int) {
+			if inContained() {
+				log.Error("a component called exit; ending that component only, the supervisor restarts it", "code", code)
+				runtime.Goexit()
+			}
+			log.Error("exiting the process", "code", code)
+			os.Exit(code)
+		}
+	})
+}
+
+// contain runs component in a goroutine of its own and returns what it
+// returns, or errExited if it called klog's exit.
+func contain(ctx context.Context, component func(context.Context) error) error {
+	done := make(chan error, 1)
+	go runContained(ctx, component, done)
+	return <-done
+}
+
+func runContained(ctx context.Context, component func(context.Context) error, done chan<- error) {
+	returned := false
+	defer func() {
+		if !returned { // runtime.Goexit from the exit hook
+			done <- errExited
+		}
+	}()
+	err := component(ctx)
+	returned = true
+	done <- err
+}
+
+// inContained reports whether the calling goroutine was started by
+// contain: the bottom of its stack is runContained.
+func inContained() bool {
+	pcs := make([]uintptr, 4096)
+	n := runtime.Callers(1, pcs)
+	frames := runtime.CallersFrames(pcs[:n])
+	for {
+		f, more := frames.Next()
+		if f.Function == containedFunc {
+			return true
+		}
+		if !more {
+			return false
+		}
 	}
 }
 
@@ -124,7 +198,7 @@ func whileLeading(ctx context.Context, name string, le componentbaseconfig.Leade
 			// Run in its own goroutine, with a ctx cancelled when the
 			// lease is lost or ctx ends.
 			OnStartedLeading: func(lctx context.Context) {
-				err := component(lctx)
+				err := contain(lctx, component)
 				done <- result{err, lctx.Err() == nil}
 				stop() // a component that failed gives the lease up
 			},

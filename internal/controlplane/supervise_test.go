@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/klog/v2"
 )
 
 func TestRestarter(t *testing.T) {
@@ -81,5 +83,68 @@ func TestRestarterResetsBackoffAfterAHealthyRun(t *testing.T) {
 	r.run(ctx, "kube-controller-manager", func(context.Context) error { return errors.New("boom") })
 	if want := []time.Duration{time.Second, time.Second, time.Second}; !slices.Equal(waits, want) {
 		t.Errorf("waits = %v, want %v", waits, want)
+	}
+}
+
+// TestContainedExit: a component that calls klog's exit, as
+// kube-controller-manager does when its controllers stop too slowly,
+// ends as errExited and is restarted; the process (this test) goes on.
+func TestContainedExit(t *testing.T) {
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	containExits(log)
+	r := newRestarter(log)
+	r.after = func(ctx context.Context, d time.Duration) bool { return ctx.Err() == nil }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runs := 0
+	deferred := false
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.run(ctx, "kube-controller-manager", func(ctx context.Context) error {
+			runs++
+			if runs == 1 {
+				defer func() { deferred = true }()
+				klog.FlushAndExit(0, 1)
+				t.Error("FlushAndExit returned")
+			}
+			cancel()
+			return nil
+		})
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("run did not return")
+	}
+	if runs != 2 {
+		t.Errorf("runs = %d, want 2 (the exit contained, then a restart)", runs)
+	}
+	if !deferred {
+		t.Error("the exiting component's deferred calls did not run")
+	}
+	if !strings.Contains(logs.String(), "ending that component only") || !strings.Contains(logs.String(), errExited.Error()) {
+		t.Errorf("log does not say the exit was contained:\n%s", logs.String())
+	}
+}
+
+// TestInContained: only the goroutine contain starts counts as
+// contained, so an exit elsewhere still ends the process.
+func TestInContained(t *testing.T) {
+	if inContained() {
+		t.Error("a test goroutine is reported contained")
+	}
+	var got bool
+	if err := contain(context.Background(), func(context.Context) error {
+		ch := make(chan bool)
+		go func() { ch <- inContained() }() // a goroutine it starts is not
+		got = inContained() && !<-ch
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !got {
+		t.Error("inContained inside contain: want true, and false in a goroutine it starts")
 	}
 }
