@@ -77,7 +77,7 @@ func (r *rootfs) hostBinaryAs(t *testing.T, path, dest string) {
 }
 
 // busybox adds Debian's static busybox with a link per applet, as the
-// busybox image has them, and the base files every image here shares.
+// busybox image has them, and the base files.
 func (r *rootfs) busybox(t *testing.T) {
 	t.Helper()
 	bb, err := os.ReadFile(busyboxPath)
@@ -98,6 +98,12 @@ func (r *rootfs) busybox(t *testing.T) {
 			}
 		}
 	}
+	r.base()
+}
+
+// base adds the files every image here shares: /tmp, /root, and
+// /etc's users, groups and name service order.
+func (r *rootfs) base() {
 	r.dir("tmp", 0o1777)
 	r.dir("root", 0o700)
 	r.dir("etc", 0o755)
@@ -203,7 +209,7 @@ type imagePlan struct {
 	id     imageutils.ImageID
 	ref    string
 	name   string // the last element of the repository: agnhost, nginx, ...
-	kind   string // agnhost, busybox, pause, nginx, pages, dnsutils, nonroot, nonewprivs, or ""
+	kind   string // agnhost, busybox, pause, nginx, pages, dnsutils, nonroot, nonewprivs, sample-apiserver, etcd, or ""
 	reason string // for kind "": why it is not built
 }
 
@@ -213,6 +219,7 @@ func plans() []imagePlan {
 		"agnhost": "agnhost", "busybox": "busybox", "pause": "pause",
 		"nginx": "nginx", "kitten": "pages", "nautilus": "pages",
 		"jessie-dnsutils": "dnsutils", "nonroot": "nonroot", "nonewprivs": "nonewprivs",
+		"sample-apiserver": "sample-apiserver", "etcd": "etcd",
 	}
 	var out []imagePlan
 	for id, c := range imageutils.GetOriginalImageConfigs() {
@@ -233,7 +240,7 @@ func plans() []imagePlan {
 
 // imageBinaries are the binaries run.sh builds for the images, in
 // CONFORMANCE_BIN.
-var imageBinaries = []string{"agnhost", "pause", "nnp"}
+var imageBinaries = []string{"agnhost", "pause", "nnp", sampleAPIServerBin, etcdBin}
 
 // buildImages writes an archive per buildable image into dir and returns
 // the plans. bin holds imageBinaries.
@@ -296,6 +303,10 @@ func buildImages(t *testing.T, dir, bin string) []imagePlan {
 			fs.busybox(t)
 			fs.hostBinaryAs(t, hostShell, "/bin/sh")
 			cfg = v1.Config{Cmd: []string{"sh"}}
+		case "sample-apiserver":
+			fs, cfg = sampleAPIServerImage(t, read(sampleAPIServerBin))
+		case "etcd":
+			fs, cfg = etcdImage(t, read(etcdBin))
 		case "pause":
 			fs = newRootfs()
 			fs.file("pause", pause, 0o755)

@@ -28,11 +28,17 @@ var webTools = []string{nginxBin, nginxMimeType}
 // kitten's and nautilus's pages).
 func upstreamImagesDir(t *testing.T) string {
 	t.Helper()
+	return filepath.Join(upstreamModuleDir(t), "test", "images")
+}
+
+// upstreamModuleDir is the pinned k8s.io/kubernetes in the module cache.
+func upstreamModuleDir(t *testing.T) string {
+	t.Helper()
 	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "k8s.io/kubernetes").Output()
 	if err != nil || strings.TrimSpace(string(out)) == "" {
 		t.Fatalf("go list -m k8s.io/kubernetes: %v (run `go mod download` in test/conformance)", err)
 	}
-	return filepath.Join(strings.TrimSpace(string(out)), "test", "images")
+	return strings.TrimSpace(string(out))
 }
 
 // copyFrom adds the file at src on the host to the image at dest.

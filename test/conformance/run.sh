@@ -44,7 +44,7 @@ go mod download || fail "Go modules of test/conformance cannot be fetched: check
 CONFORMANCE_COMMIT=$(git -C "$root" rev-parse --short HEAD)
 [ -z "$(git -C "$root" status --porcelain --untracked-files=no)" ] || CONFORMANCE_COMMIT="$CONFORMANCE_COMMIT with uncommitted changes"
 export CONFORMANCE_COMMIT
-say "building cloudless, e2e.test, ginkgo and agnhost (minutes on a cold cache)"
+say "building cloudless, e2e.test, ginkgo and the images' binaries (minutes on a cold cache)"
 bin=$work/bin
 mkdir -p "$bin"
 flock /tmp/cloudless-build.lock sh -c "
@@ -54,6 +54,8 @@ flock /tmp/cloudless-build.lock sh -c "
   go build -o '$bin/ginkgo' github.com/onsi/ginkgo/v2/ginkgo
   CGO_ENABLED=0 go build -o '$bin/agnhost' k8s.io/kubernetes/test/images/agnhost
   CGO_ENABLED=0 go build -o '$bin/nnp' k8s.io/kubernetes/test/images/nonewprivs
+  CGO_ENABLED=0 go build -o '$bin/sample-apiserver' k8s.io/sample-apiserver
+  CGO_ENABLED=0 go build -o '$bin/etcd' go.etcd.io/etcd/server/v3
   go test -c -o '$bin/conformance.test' .
 "
 

@@ -4,12 +4,15 @@
 // module: upstream's e2e suite (k8s.io/kubernetes/test/e2e, built with
 // go test -c into e2e.test) needs every package its e2e_test.go links,
 // so they are imported here to keep them in this module's go.mod and
-// go.sum; plus the ginkgo CLI and agnhost. Never compiled itself.
+// go.sum; plus the ginkgo CLI and the binaries of the images built here:
+// agnhost, nonewprivs, the sample-apiserver and the etcd server (the
+// Aggregator spec's pod). Never compiled itself.
 package e2e
 
 import (
 	_ "github.com/onsi/ginkgo/v2"
 	_ "github.com/onsi/ginkgo/v2/ginkgo"
+	_ "go.etcd.io/etcd/server/v3"
 	_ "go.yaml.in/yaml/v2"
 	_ "k8s.io/component-base/version"
 	_ "k8s.io/klog/v2"
@@ -48,4 +51,5 @@ import (
 	_ "k8s.io/kubernetes/test/images/nonewprivs"
 	_ "k8s.io/kubernetes/test/utils/format"
 	_ "k8s.io/kubernetes/test/utils/image"
+	_ "k8s.io/sample-apiserver"
 )
