@@ -33,6 +33,8 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -43,7 +45,10 @@ import (
 type Env struct {
 	Client    kubernetes.Interface
 	Informers informers.SharedInformerFactory
-	Log       *slog.Logger
+	// Dynamic and DynamicInformers serve custom resources (metallb.io).
+	Dynamic          dynamic.Interface
+	DynamicInformers dynamicinformer.DynamicSharedInformerFactory
+	Log              *slog.Logger
 }
 
 // Controller is a built controller; Run works its queue until ctx ends.
@@ -65,10 +70,12 @@ type Group struct {
 // Run builds the group's controllers, starts its informers, and runs the
 // controllers until ctx ends. It returns an error only if a controller
 // cannot be built or the caches never sync.
-func (g Group) Run(ctx context.Context, cs kubernetes.Interface, log *slog.Logger) error {
+func (g Group) Run(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Interface, log *slog.Logger) error {
 	f := informers.NewSharedInformerFactoryWithOptions(cs, 0, g.Options...)
 	defer f.Shutdown()
-	env := Env{Client: cs, Informers: f, Log: log.With("controllers", g.Name)}
+	df := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
+	defer df.Shutdown()
+	env := Env{Client: cs, Informers: f, Dynamic: dyn, DynamicInformers: df, Log: log.With("controllers", g.Name)}
 	var ctrls []Controller
 	for _, build := range g.New {
 		c, err := build(env)
@@ -78,9 +85,15 @@ func (g Group) Run(ctx context.Context, cs kubernetes.Interface, log *slog.Logge
 		ctrls = append(ctrls, c)
 	}
 	f.Start(ctx.Done())
+	df.Start(ctx.Done())
 	for typ, ok := range f.WaitForCacheSync(ctx.Done()) {
 		if !ok && ctx.Err() == nil {
 			return fmt.Errorf("controllers %s: the %v cache did not sync", g.Name, typ)
+		}
+	}
+	for gvr, ok := range df.WaitForCacheSync(ctx.Done()) {
+		if !ok && ctx.Err() == nil {
+			return fmt.Errorf("controllers %s: the %v cache did not sync", g.Name, gvr)
 		}
 	}
 	var wg sync.WaitGroup

@@ -16,6 +16,8 @@ import (
 	certsv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 )
@@ -99,7 +101,9 @@ func TestServingCSRApprover(t *testing.T) {
 		servingCSR("early", "system:node:n2", groups, csrPEM(t, "system:node:n2", nil, []string{"10.0.0.2"})))
 	g := Group{Name: "test", New: []func(Env) (Controller, error){NewServingCSRApprover}}
 	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx, cs, slog.New(slog.DiscardHandler)) }()
+	go func() {
+		done <- g.Run(ctx, cs, dynamicfake.NewSimpleDynamicClient(runtime.NewScheme()), slog.New(slog.DiscardHandler))
+	}()
 
 	decided := func(name string) certsv1.RequestConditionType {
 		csr, err := cs.CertificatesV1().CertificateSigningRequests().Get(ctx, name, metav1.GetOptions{})

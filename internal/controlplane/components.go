@@ -50,9 +50,10 @@ func exited(component string, err error) error {
 	return fmt.Errorf("%s: %w", component, err)
 }
 
-func runAPIServer(ctx context.Context, args []string, ndots int) error {
+func runAPIServer(ctx context.Context, args []string, ndots int, lbNodePorts bool) error {
 	s := apiserveroptions.NewServerRunOptions()
 	registerDNSDefaults(s.Admission.GenericAdmission, ndots)
+	registerServiceDefaults(lbNodePorts)
 	// Ours only (not in ComponentArgs, which upstream binaries also run).
 	args = append(args, "--enable-admission-plugins="+DNSDefaultsPlugin)
 	if err := parse("kube-apiserver", s.Flags(), args); err != nil {

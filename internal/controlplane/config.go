@@ -48,6 +48,10 @@ type Config struct {
 	// PodDNSNdots is the ndots given to pods that use cluster DNS and set
 	// none themselves (0: leave the kubelet's 5).
 	PodDNSNdots int
+	// LBNodePorts keeps upstream's default for new LoadBalancer Services
+	// (a NodePort each); false gives them allocateLoadBalancerNodePorts:
+	// false unless they set it.
+	LBNodePorts bool
 	// ResolvConf is where this node's upstream resolvers are read from
 	// (default: /etc/resolv.conf, or systemd-resolved's real one).
 	ResolvConf string

@@ -2,16 +2,23 @@ package controlplane
 
 import (
 	"context"
+	"net/netip"
 	"sync"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	componentbaseconfig "k8s.io/component-base/config"
 
 	"github.com/cloudless-dev/cloudless/internal/controllers"
+	"github.com/cloudless-dev/cloudless/internal/lb"
 )
+
+// LBLease is the Lease (in kube-system) of the load-balancer address
+// allocator: with several servers, exactly one allocates.
+const LBLease = "cloudless-lb"
 
 // NodesLease is the Lease (in kube-system) of the controllers that keep
 // node-related objects: the serving CSR approver and cluster DNS.
@@ -25,6 +32,10 @@ func (s *Server) controllerGroups() []controllers.Group {
 		Name:  "nodes",
 		Lease: NodesLease,
 		New:   []func(controllers.Env) (controllers.Controller, error){controllers.NewServingCSRApprover, controllers.NewClusterDNS(s.cfg.ClusterDNS)},
+	}, {
+		Name:  "load-balancer",
+		Lease: LBLease,
+		New:   []func(controllers.Env) (controllers.Controller, error){controllers.NewLBAllocator(s.lbReserved())},
 	}}
 	if !s.cfg.DisableAgent {
 		groups = append(groups, controllers.Group{
@@ -50,18 +61,30 @@ func controllersLease(name string) componentbaseconfig.LeaderElectionConfigurati
 
 // runControllers runs every group until ctx ends, each under the
 // restarter, the elected ones while this server holds their Lease.
-func (s *Server) runControllers(ctx context.Context, cs kubernetes.Interface) {
+func (s *Server) runControllers(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Interface) {
 	restart := newRestarter(s.log)
 	kubeconfig := s.paths.cred("admin.kubeconfig")
 	var wg sync.WaitGroup
 	for _, g := range s.controllerGroups() {
-		run := func(ctx context.Context) error { return g.Run(ctx, cs, s.log) }
+		run := func(ctx context.Context) error { return g.Run(ctx, cs, dyn, s.log) }
 		if g.Lease != "" {
 			run = func(ctx context.Context) error {
-				return whileLeading(ctx, g.Lease, controllersLease(g.Lease), kubeconfig, func(ctx context.Context) error { return g.Run(ctx, cs, s.log) })
+				return whileLeading(ctx, g.Lease, controllersLease(g.Lease), kubeconfig, func(ctx context.Context) error { return g.Run(ctx, cs, dyn, s.log) })
 			}
 		}
 		wg.Go(func() { restart.run(ctx, "controllers "+g.Name, run) })
 	}
 	wg.Wait()
+}
+
+// lbReserved are the ranges no address pool may overlap, besides node
+// addresses (which the allocator reads from the Nodes).
+func (s *Server) lbReserved() []lb.Reserved {
+	var out []lb.Reserved
+	for _, r := range []struct{ what, cidr string }{{"the cluster CIDR (--cluster-cidr)", s.cfg.ClusterCIDR}, {"the Service CIDR (--service-cidr)", s.cfg.ServiceCIDR}} {
+		if p, err := netip.ParsePrefix(r.cidr); err == nil {
+			out = append(out, lb.Reserved{What: r.what, Range: lb.RangeOfPrefix(p)})
+		}
+	}
+	return out
 }

@@ -168,7 +168,7 @@ func (s *Server) run(ctx context.Context) error {
 
 	s.phase(3, "starting kube-apiserver", "address", addr)
 	go func() {
-		errc <- exited("kube-apiserver", runAPIServer(ctx, s.apiserverArgs(s.cfg.etcdServers()), s.cfg.PodDNSNdots))
+		errc <- exited("kube-apiserver", runAPIServer(ctx, s.apiserverArgs(s.cfg.etcdServers()), s.cfg.PodDNSNdots, s.cfg.LBNodePorts))
 	}()
 	// The node agent starts now, alongside kube-apiserver: containerd,
 	// images and the kubelet need no API until the kubelet registers, and

@@ -8,12 +8,16 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apiextensions "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/cloudless-dev/cloudless/internal/lb"
 	"github.com/cloudless-dev/cloudless/internal/token"
 )
 
@@ -26,6 +30,23 @@ import (
 //     renew theirs;
 //   - approval of kubelet serving certificates for known nodes only
 //     (internal/controllers, csr.go).
+
+// ensureLBObjects installs the metallb.io CRDs and their namespace, so
+// that MetalLB's manifests apply unchanged.
+func (s *Server) ensureLBObjects(ctx context.Context, rc *rest.Config, cs kubernetes.Interface) error {
+	ext, err := apiextensions.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	if err := lb.EnsureCRDs(ctx, ext); err != nil {
+		return err
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: lb.Namespace}}
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create namespace %s: %w", lb.Namespace, err)
+	}
+	return nil
+}
 
 // ClusterInfoKubeconfig is the key of the cluster-info ConfigMap.
 const ClusterInfoKubeconfig = "kubeconfig"
@@ -42,7 +63,14 @@ func (s *Server) runJoinSupport(ctx context.Context) error {
 	if err := s.ensureJoinObjects(ctx, cs); err != nil {
 		return err
 	}
-	s.runControllers(ctx, cs)
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	if err := s.ensureLBObjects(ctx, rc, cs); err != nil {
+		return err
+	}
+	s.runControllers(ctx, cs, dyn)
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -15,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/cloudless-dev/cloudless/internal/lb"
 	"github.com/cloudless-dev/cloudless/internal/lint"
 )
 
@@ -64,7 +66,13 @@ func clusterChecks(ctx context.Context, cfg Config, r *reporter) error {
 			s := &l.Items[i]
 			add("Service", s, s)
 			if s.Spec.Type == corev1.ServiceTypeLoadBalancer && len(s.Status.LoadBalancer.Ingress) == 0 {
-				r.add("CL-LB-001", lint.Warning, "Service "+s.Namespace+"/"+s.Name, "the LoadBalancer Service has no address: it stays <pending> and nothing outside reaches it", "give the cluster an address pool for LoadBalancer Services, or use type NodePort")
+				why := "the LoadBalancer Service has no address: it stays <pending> and nothing outside reaches it"
+				if c := meta.FindStatusCondition(s.Status.Conditions, lb.ConditionAllocated); c != nil && c.Status == metav1.ConditionFalse {
+					why += " (" + c.Reason + ": " + c.Message + ")"
+				}
+				if s.Spec.LoadBalancerClass == nil {
+					r.add("CL-LB-001", lint.Warning, "Service "+s.Namespace+"/"+s.Name, why, "create an IPAddressPool in namespace "+lb.Namespace+" (MetalLB's format) with free LAN addresses, or use type NodePort")
+				}
 			}
 		}
 	}

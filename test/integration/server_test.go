@@ -22,6 +22,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -29,6 +31,7 @@ import (
 
 	"github.com/cloudless-dev/cloudless/internal/controllers"
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
+	"github.com/cloudless-dev/cloudless/internal/lb"
 )
 
 // startServer runs `cloudless server` without its node agent (see
@@ -254,10 +257,39 @@ func TestTwoServersHA(t *testing.T) {
 		l, err := b.CoordinationV1().Leases("kube-system").Get(ctx, controlplane.NodesLease, metav1.GetOptions{})
 		return err == nil && ptr.Deref(l.Spec.HolderIdentity, "") != "", nil
 	})
+	// One allocator too: a LoadBalancer Service gets an address before
+	// the takeover, and one made after gets another (the new leader read
+	// the first back), never the same.
+	pool := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": controllers.PoolGVR.GroupVersion().String(), "kind": "IPAddressPool",
+		"metadata": map[string]any{"name": "ha", "namespace": lb.Namespace},
+		"spec":     map[string]any{"addresses": []any{"192.168.50.10-192.168.50.11"}},
+	}}
+	if _, err := dynamic.NewForConfigOrDie(cfgB).Resource(controllers.PoolGVR).Namespace(lb.Namespace).Create(ctx, pool, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	lbService := func(name string) *corev1.Service {
+		return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"app": name}, Ports: []corev1.ServicePort{{Port: 80}}}}
+	}
+	if _, err := b.CoreV1().Services("default").Create(ctx, lbService("before"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	before := waitAllocated(t, ctx, b, "before", metav1.ConditionTrue, lb.ReasonAllocated)
 	pa.kill()
 	killed := time.Now()
 	if _, err := b.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "from-b"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("server B after A stopped: %v", err)
+	}
+	poll(t, ctx, "server B renews the allocator's Lease after A stopped", func() (bool, error) {
+		l, err := b.CoordinationV1().Leases("kube-system").Get(ctx, controlplane.LBLease, metav1.GetOptions{})
+		return err == nil && l.Spec.RenewTime != nil && l.Spec.RenewTime.After(killed), nil
+	})
+	if _, err := b.CoreV1().Services("default").Create(ctx, lbService("after"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if ip := ingressIP(waitAllocated(t, ctx, b, "after", metav1.ConditionTrue, lb.ReasonAllocated)); ip == ingressIP(before) || ip == "" {
+		t.Errorf("after the takeover a new Service got %q, the one before has %q: want two addresses", ip, ingressIP(before))
 	}
 	// B holds the Lease once A is gone (A's term runs out if it held it),
 	// and its controllers act: the cluster DNS Service, deleted, returns.

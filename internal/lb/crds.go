@@ -1,0 +1,164 @@
+package lb
+
+// The metallb.io CRDs, built from the types in api.go: a schema per
+// type by reflection, typed apiextensions objects, created or updated by
+// the server at start (EnsureCRDs).
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"strings"
+	"time"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apiextensions "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/ptr"
+)
+
+// Resource is one metallb.io resource: its kind, plural and the
+// versions served (the first is stored).
+type Resource struct {
+	Kind, Plural string
+	Versions     []string
+	Type         reflect.Type
+}
+
+// Resources are the metallb.io resources Cloudless installs and reads.
+var Resources = []Resource{
+	{"IPAddressPool", "ipaddresspools", []string{"v1beta1"}, reflect.TypeFor[IPAddressPool]()},
+	{"L2Advertisement", "l2advertisements", []string{"v1beta1"}, reflect.TypeFor[L2Advertisement]()},
+	{"BGPAdvertisement", "bgpadvertisements", []string{"v1beta1"}, reflect.TypeFor[BGPAdvertisement]()},
+	{"BGPPeer", "bgppeers", []string{"v1beta2", "v1beta1"}, reflect.TypeFor[BGPPeer]()},
+	{"Community", "communities", []string{"v1beta1"}, reflect.TypeFor[Community]()},
+}
+
+// Resource returns the resource of kind.
+func ResourceOf(kind string) Resource {
+	for _, r := range Resources {
+		if r.Kind == kind {
+			return r
+		}
+	}
+	panic("lb: no resource " + kind)
+}
+
+// CRDs returns the CustomResourceDefinitions of Resources, namespaced
+// as MetalLB's are. Each spec's schema lists the fields of api.go and
+// keeps unknown ones, so manifests written for MetalLB apply unchanged.
+func CRDs() []*apiextensionsv1.CustomResourceDefinition {
+	var out []*apiextensionsv1.CustomResourceDefinition
+	for _, r := range Resources {
+		spec, _ := r.Type.FieldByName("Spec")
+		specSchema := schemaOf(spec.Type)
+		specSchema.XPreserveUnknownFields = ptr.To(true)
+		schema := apiextensionsv1.JSONSchemaProps{
+			Type: "object",
+			Properties: map[string]apiextensionsv1.JSONSchemaProps{
+				"apiVersion": {Type: "string"},
+				"kind":       {Type: "string"},
+				"metadata":   {Type: "object"},
+				"spec":       specSchema,
+				"status":     {Type: "object", XPreserveUnknownFields: ptr.To(true)},
+			},
+		}
+		crd := &apiextensionsv1.CustomResourceDefinition{
+			ObjectMeta: metav1.ObjectMeta{Name: r.Plural + "." + Group, Labels: map[string]string{"app.kubernetes.io/managed-by": "cloudless"}},
+			Spec: apiextensionsv1.CustomResourceDefinitionSpec{
+				Group: Group,
+				Names: apiextensionsv1.CustomResourceDefinitionNames{
+					Kind: r.Kind, ListKind: r.Kind + "List", Plural: r.Plural, Singular: strings.ToLower(r.Kind),
+					Categories: []string{"metallb"},
+				},
+				Scope: apiextensionsv1.NamespaceScoped,
+			},
+		}
+		for i, v := range r.Versions {
+			crd.Spec.Versions = append(crd.Spec.Versions, apiextensionsv1.CustomResourceDefinitionVersion{
+				Name: v, Served: true, Storage: i == 0,
+				Schema:       &apiextensionsv1.CustomResourceValidation{OpenAPIV3Schema: schema.DeepCopy()},
+				Subresources: &apiextensionsv1.CustomResourceSubresources{Status: &apiextensionsv1.CustomResourceSubresourceStatus{}},
+			})
+		}
+		out = append(out, crd)
+	}
+	return out
+}
+
+var durationType = reflect.TypeFor[metav1.Duration]()
+
+// schemaOf is the structural schema of t, from its Go types and json tags.
+func schemaOf(t reflect.Type) apiextensionsv1.JSONSchemaProps {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == durationType {
+		return apiextensionsv1.JSONSchemaProps{Type: "string"}
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return apiextensionsv1.JSONSchemaProps{Type: "string"}
+	case reflect.Bool:
+		return apiextensionsv1.JSONSchemaProps{Type: "boolean"}
+	case reflect.Int, reflect.Int32, reflect.Int64, reflect.Uint, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return apiextensionsv1.JSONSchemaProps{Type: "integer"}
+	case reflect.Slice:
+		items := schemaOf(t.Elem())
+		return apiextensionsv1.JSONSchemaProps{Type: "array", Items: &apiextensionsv1.JSONSchemaPropsOrArray{Schema: &items}}
+	case reflect.Map:
+		v := schemaOf(t.Elem())
+		return apiextensionsv1.JSONSchemaProps{Type: "object", AdditionalProperties: &apiextensionsv1.JSONSchemaPropsOrBool{Allows: true, Schema: &v}}
+	case reflect.Struct:
+		s := apiextensionsv1.JSONSchemaProps{Type: "object", Properties: map[string]apiextensionsv1.JSONSchemaProps{}}
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "-" || !f.IsExported() {
+				continue
+			}
+			if name == "" {
+				name = f.Name
+			}
+			s.Properties[name] = schemaOf(f.Type)
+		}
+		return s
+	}
+	panic(fmt.Sprintf("lb: no schema for %v", t))
+}
+
+// EnsureCRDs creates the CRDs, or updates them to this version's, and
+// waits until the API serves them.
+func EnsureCRDs(ctx context.Context, c apiextensions.Interface) error {
+	crds := c.ApiextensionsV1().CustomResourceDefinitions()
+	for _, want := range CRDs() {
+		got, err := crds.Get(ctx, want.Name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			_, err = crds.Create(ctx, want, metav1.CreateOptions{})
+		case err == nil:
+			want.ResourceVersion = got.ResourceVersion
+			_, err = crds.Update(ctx, want, metav1.UpdateOptions{})
+		}
+		if err != nil {
+			return fmt.Errorf("install CRD %s: %w", want.Name, err)
+		}
+		if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+			got, err := crds.Get(ctx, want.Name, metav1.GetOptions{})
+			if err != nil {
+				return false, nil
+			}
+			for _, c := range got.Status.Conditions {
+				if c.Type == apiextensionsv1.Established && c.Status == apiextensionsv1.ConditionTrue {
+					return true, nil
+				}
+			}
+			return false, nil
+		}); err != nil {
+			return fmt.Errorf("CRD %s not established: %w", want.Name, err)
+		}
+	}
+	return nil
+}
