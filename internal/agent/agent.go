@@ -34,6 +34,7 @@ import (
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/cloudless-dev/cloudless/internal/footprint"
+	"github.com/cloudless-dev/cloudless/internal/lb/l2"
 	"github.com/cloudless-dev/cloudless/internal/network"
 )
 
@@ -68,6 +69,9 @@ type Config struct {
 	// RegistriesFile configures mirrors (default DefaultRegistriesFile;
 	// absent is fine).
 	RegistriesFile string
+	// LBARPRefresh is how often announced load-balancer addresses are
+	// re-sent as gratuitous ARP (0: l2.DefaultRefresh).
+	LBARPRefresh time.Duration
 }
 
 type paths struct{ root, run string }
@@ -278,6 +282,7 @@ func (a *Agent) run(ctx context.Context) error {
 		return err
 	}
 	go func() { errc <- a.net.Run(ctx, cs) }()
+	go a.runSpeaker(ctx)
 	close(a.ready)
 	a.log.Info("node is up", "node", a.cfg.NodeName)
 	select {
@@ -384,4 +389,26 @@ func writeFile(path string, data []byte, perm os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// runSpeaker announces the LoadBalancer addresses this node is chosen
+// for (internal/lb/l2), with the node's credential. A failure restarts
+// the speaker, never the agent.
+func (a *Agent) runSpeaker(ctx context.Context) {
+	log := a.log.With("subsystem", "lb-speaker")
+	for {
+		rc, err := clientcmd.BuildConfigFromFlags("", a.cfg.Kubeconfig)
+		if err == nil {
+			err = (&l2.Speaker{Node: a.cfg.NodeName, Refresh: a.cfg.LBARPRefresh, Log: log}).Run(ctx, rc)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("load-balancer speaker stopped; restarting it in 5 s", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Second):
+		}
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -15,6 +16,7 @@ import (
 	"github.com/cloudless-dev/cloudless/internal/agent"
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
 	"github.com/cloudless-dev/cloudless/internal/klogslog"
+	"github.com/cloudless-dev/cloudless/internal/lb/l2"
 	"github.com/cloudless-dev/cloudless/internal/token"
 )
 
@@ -22,6 +24,7 @@ func newAgentCmd(logger func() (*slog.Logger, error)) *cobra.Command {
 	var server, tok, dataDir, nodeName, nodeIP, resolvConf string
 	var kubeletArgs, labels []string
 	registries := agent.DefaultRegistriesFile
+	arpRefresh := l2.DefaultRefresh
 	dataDir = controlplane.DefaultConfig().DataDir
 	cmd := &cobra.Command{
 		Use:   "agent --server https://HOST:6443 --token TOKEN",
@@ -60,6 +63,9 @@ Flags may also come from CLOUDLESS_<FLAG> or the --config file. Must run as root
 			if errs := validation.IsDNS1123Subdomain(nodeName); len(errs) > 0 {
 				return fmt.Errorf("node name %q: %s (give --node-name)", nodeName, strings.Join(errs, "; "))
 			}
+			if arpRefresh < time.Second {
+				return fmt.Errorf("--lb-arp-refresh %s: want 1s or more (default %s); switches age MAC entries out after minutes", arpRefresh, l2.DefaultRefresh)
+			}
 			if nodeIP == "" {
 				ip, err := controlplane.DefaultAddress()
 				if err != nil {
@@ -88,6 +94,7 @@ Flags may also come from CLOUDLESS_<FLAG> or the --config file. Must run as root
 				Kubeconfig: filepath.Join(dataDir, "agent", "pki", "kubelet.kubeconfig"), BootstrapKubeconfig: bootstrap,
 				ClusterDNS: info.ClusterDNS, ClusterDomain: info.ClusterDomain, NodeLabels: labels, ResolvConf: resolvConf,
 				ClusterCIDR: info.ClusterCIDR, ServiceCIDR: info.ServiceCIDR, NetworkBackend: info.NetworkBackend, ProxyMode: info.ProxyMode, KubeletArgs: kubeletArgs, RegistriesFile: registries,
+				LBARPRefresh: arpRefresh,
 			}, log.With("subsystem", "agent"))
 			if err != nil {
 				return err
@@ -103,6 +110,7 @@ Flags may also come from CLOUDLESS_<FLAG> or the --config file. Must run as root
 	f.StringVar(&nodeName, "node-name", "", "this node's name (default: the hostname, lowercased)")
 	f.StringVar(&nodeIP, "node-ip", "", "address the cluster reaches this node on (default: the default route's interface)")
 	f.StringSliceVar(&labels, "node-label", nil, "label to register the node with, key=value (repeatable; not kubernetes.io/ labels)")
+	f.DurationVar(&arpRefresh, "lb-arp-refresh", arpRefresh, "how often this node re-sends gratuitous ARP for the load-balancer addresses it announces (keeps switches' MAC tables fresh)")
 	f.StringVar(&registries, "registries", registries, "registry mirrors file (mirrors.<registry>.endpoint, configs.<host>.tls); may be absent")
 	f.StringArrayVar(&kubeletArgs, "kubelet-arg", nil, "extra kubelet flag (repeatable, applied last)")
 	f.StringVar(&resolvConf, "resolv-conf", "", "file naming this node's upstream DNS resolvers (default: /etc/resolv.conf, or systemd-resolved's when that holds only its stub)")

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/cloudless-dev/cloudless/internal/datastore"
+	"github.com/cloudless-dev/cloudless/internal/lb/l2"
 	"github.com/cloudless-dev/cloudless/internal/network"
 )
 
@@ -52,6 +53,9 @@ type Config struct {
 	// (a NodePort each); false gives them allocateLoadBalancerNodePorts:
 	// false unless they set it.
 	LBNodePorts bool
+	// LBARPRefresh is the node agent's gratuitous ARP interval for the
+	// load-balancer addresses it announces.
+	LBARPRefresh time.Duration
 	// ResolvConf is where this node's upstream resolvers are read from
 	// (default: /etc/resolv.conf, or systemd-resolved's real one).
 	ResolvConf string
@@ -93,6 +97,7 @@ func DefaultConfig() Config {
 		NetworkBackend: network.BackendVXLAN,
 		ProxyMode:      network.ProxyNFTables,
 		PodDNSNdots:    2,
+		LBARPRefresh:   l2.DefaultRefresh,
 		CertValidity:   365 * 24 * time.Hour,
 		RenewBefore:    120 * 24 * time.Hour,
 
@@ -136,6 +141,9 @@ func (c *Config) Validate() error {
 	}
 	if err := network.ValidateModes(c.NetworkBackend, c.ProxyMode); err != nil {
 		return fmt.Errorf("--network-backend/--proxy-mode: %w", err)
+	}
+	if c.LBARPRefresh < time.Second {
+		return fmt.Errorf("--lb-arp-refresh %s: want 1s or more (default %s); switches age MAC entries out after minutes", c.LBARPRefresh, l2.DefaultRefresh)
 	}
 	if c.PodDNSNdots < 0 || c.PodDNSNdots > 15 {
 		return fmt.Errorf("--pod-dns-ndots %d: want 0 (keep the kubelet's 5) to 15", c.PodDNSNdots)

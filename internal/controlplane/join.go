@@ -48,6 +48,14 @@ func (s *Server) ensureLBObjects(ctx context.Context, rc *rest.Config, cs kubern
 	return nil
 }
 
+func lbPlurals() []string {
+	var out []string
+	for _, r := range lb.Resources {
+		out = append(out, r.Plural)
+	}
+	return out
+}
+
 // ClusterInfoKubeconfig is the key of the cluster-info ConfigMap.
 const ClusterInfoKubeconfig = "kubeconfig"
 
@@ -92,13 +100,15 @@ clusters:
 		// routes and cluster DNS with its own credential: they read
 		// Services, EndpointSlices, pods, namespaces, policies and nodes,
 		// and kube-proxy watches ServiceCIDRs (upstream's
-		// system:node-proxier grants the same).
+		// system:node-proxier grants the same); the load balancer's
+		// speaker reads the metallb.io pools and advertisements.
 		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "cloudless:node-network"},
 			Rules: []rbacv1.PolicyRule{
 				{APIGroups: []string{""}, Resources: []string{"pods", "namespaces", "services", "endpoints", "nodes"}, Verbs: []string{"get", "list", "watch"}},
 				{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
 				{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies", "servicecidrs"}, Verbs: []string{"get", "list", "watch"}},
 				{APIGroups: []string{"", "events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch", "update"}},
+				{APIGroups: []string{lb.Group}, Resources: lbPlurals(), Verbs: []string{"get", "list", "watch"}},
 			}},
 		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "cloudless:cluster-info-reader", Namespace: metav1.NamespacePublic},
 			Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{"cluster-info"}, Verbs: []string{"get"}}}},

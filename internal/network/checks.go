@@ -83,6 +83,17 @@ func indexOf(s []string, v string) int {
 // ownDevices carry the routes that this package and the CNI bridge make.
 var ownDevices = map[string]bool{BridgeName: true, VXLANDevice: true, kubeIPVSDevice: true}
 
+// podVethPrefix starts the host end of each pod's veth (the CNI bridge
+// plugin's naming).
+const podVethPrefix = "veth"
+
+// OwnDevice reports whether the link name is one this node's pod network
+// made (the bridge, the overlay, kube-proxy's, a pod's veth): not a LAN
+// interface.
+func OwnDevice(name string) bool {
+	return ownDevices[name] || strings.HasPrefix(name, podVethPrefix)
+}
+
 // CheckOverlap refuses prefix (named what) if it overlaps a network this
 // machine already routes: a connected network, or a route at least as
 // specific. A wider route via a gateway (a summary like 10.0.0.0/8 or

@@ -505,6 +505,8 @@ func TestNetwork(t *testing.T) {
 		}
 	})
 
+	t.Run("LoadBalancer on the LAN", func(t *testing.T) { testLoadBalancerL2(t, ctx, c) })
+
 	t.Run("agent restart keeps connections", func(t *testing.T) {
 		// A keep-alive connection from the host through node-b's NodePort
 		// to b1 must survive the agent's restart.

@@ -1,0 +1,78 @@
+package lb
+
+// Who announces an address: exactly one node, chosen the same way by
+// every node from the same facts, so that they agree without talking.
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"net/netip"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+// ExcludeLabel keeps a node from announcing any address (upstream's
+// label for external load balancers).
+const ExcludeLabel = corev1.LabelNodeExcludeBalancers
+
+// Announcer returns the node of nodes that announces ip: the one whose
+// hash of name and address sorts first. A node joining or leaving moves
+// only the addresses it wins or held, not the others.
+func Announcer(ip netip.Addr, nodes []string) string {
+	var best string
+	var bestSum []byte
+	for _, n := range nodes {
+		h := sha256.Sum256([]byte(n + "#" + ip.String()))
+		if bestSum == nil || bytes.Compare(h[:], bestSum) < 0 {
+			best, bestSum = n, h[:]
+		}
+	}
+	return best
+}
+
+// NodeCanAnnounce: Ready, its network available, not excluded.
+func NodeCanAnnounce(n *corev1.Node) bool {
+	if _, excluded := n.Labels[ExcludeLabel]; excluded {
+		return false
+	}
+	ready := false
+	for _, c := range n.Status.Conditions {
+		switch {
+		case c.Type == corev1.NodeReady:
+			ready = c.Status == corev1.ConditionTrue
+		case c.Type == corev1.NodeNetworkUnavailable && c.Status == corev1.ConditionTrue:
+			return false
+		}
+	}
+	return ready
+}
+
+// SelectedBy reports whether set matches any of sels (none: all).
+func SelectedBy(sels []metav1.LabelSelector, set map[string]string) bool {
+	if len(sels) == 0 {
+		return true
+	}
+	for _, s := range sels {
+		sel, err := metav1.LabelSelectorAsSelector(&s)
+		if err == nil && sel.Matches(labels.Set(set)) {
+			return true
+		}
+	}
+	return false
+}
+
+// AdvertisesPool reports whether the L2Advertisement covers the pool
+// (named, selected by its labels, or every pool when it names none).
+func (a *L2AdvertisementSpec) AdvertisesPool(name string, poolLabels map[string]string) bool {
+	if len(a.IPAddressPools) == 0 && len(a.IPAddressPoolSelectors) == 0 {
+		return true
+	}
+	for _, p := range a.IPAddressPools {
+		if p == name {
+			return true
+		}
+	}
+	return len(a.IPAddressPoolSelectors) > 0 && SelectedBy(a.IPAddressPoolSelectors, poolLabels)
+}

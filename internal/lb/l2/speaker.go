@@ -1,0 +1,251 @@
+// Package l2 announces LoadBalancer addresses on the LAN from each node:
+// it answers ARP for the addresses this node was chosen for
+// (lb.Announcer, from the same facts on every node), on the interfaces
+// the L2Advertisements allow, and sends gratuitous ARP when it takes an
+// address over and periodically after. The address is never added to an
+// interface: kube-proxy carries the traffic that arrives for it.
+//
+// It reads through informers, so it keeps announcing from its cache
+// while the API server is unreachable.
+package l2
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/cloudless-dev/cloudless/internal/lb"
+)
+
+// DefaultRefresh is how often announced addresses are re-sent as
+// gratuitous ARP, so that switches whose MAC tables age out keep
+// forwarding to this node.
+const DefaultRefresh = 30 * time.Second
+
+// Component is the source of the speaker's events.
+const Component = "cloudless-lb-speaker"
+
+func gvr(kind string) schema.GroupVersionResource {
+	r := lb.ResourceOf(kind)
+	return schema.GroupVersionResource{Group: lb.Group, Version: r.Versions[0], Resource: r.Plural}
+}
+
+// Speaker is one node's announcer.
+type Speaker struct {
+	Node    string
+	Refresh time.Duration
+	Log     *slog.Logger
+}
+
+// Run announces until ctx ends.
+func (s *Speaker) Run(ctx context.Context, rc *rest.Config) error {
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	f := informers.NewSharedInformerFactory(cs, 0)
+	df := dynamicinformer.NewFilteredDynamicSharedInformerFactory(dyn, 0, lb.Namespace, nil)
+	svcs := f.Core().V1().Services()
+	nodes := f.Core().V1().Nodes()
+	slicesInf := f.Discovery().V1().EndpointSlices()
+	ads := df.ForResource(gvr("L2Advertisement"))
+	pools := df.ForResource(gvr("IPAddressPool"))
+	kick := make(chan struct{}, 1)
+	poke := func(any) {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+	h := cache.ResourceEventHandlerFuncs{AddFunc: poke, UpdateFunc: func(_, o any) { poke(o) }, DeleteFunc: poke}
+	for _, inf := range []cache.SharedIndexInformer{svcs.Informer(), nodes.Informer(), slicesInf.Informer(), ads.Informer(), pools.Informer()} {
+		if _, err := inf.AddEventHandler(h); err != nil {
+			return err
+		}
+	}
+	b := record.NewBroadcaster()
+	defer b.Shutdown()
+	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
+	events := b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: Component, Host: s.Node})
+	f.Start(ctx.Done())
+	df.Start(ctx.Done())
+	defer f.Shutdown()
+	defer df.Shutdown()
+	f.WaitForCacheSync(ctx.Done())
+	df.WaitForCacheSync(ctx.Done())
+	refresh := s.Refresh
+	if refresh == 0 {
+		refresh = DefaultRefresh
+	}
+	resp := newResponder(s.Log, refresh)
+	defer resp.close()
+	st := state{node: s.Node, svcs: svcs.Lister(), nodes: nodes.Lister(), slices: slicesInf.Lister(), ads: ads.Lister(), pools: pools.Lister()}
+	was := map[string]string{} // Service key -> what this node said it announces
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-kick:
+		}
+		want, bySvc := st.desired(s.Log)
+		resp.set(ctx, want)
+		// An event when this node starts announcing a Service's addresses.
+		for key, svc := range bySvc {
+			var parts []string
+			for _, ip := range svc.ips {
+				parts = append(parts, ip.String())
+			}
+			msg := fmt.Sprintf("%s announces %s by ARP", s.Node, strings.Join(parts, ", "))
+			if was[key] != msg {
+				events.Event(svc.obj, corev1.EventTypeNormal, "AnnouncingL2", msg)
+			}
+			was[key] = msg
+		}
+		for key := range was {
+			if _, ok := bySvc[key]; !ok {
+				delete(was, key)
+			}
+		}
+	}
+}
+
+type state struct {
+	node string
+	svcs interface {
+		List(labels.Selector) ([]*corev1.Service, error)
+	}
+	nodes interface {
+		List(labels.Selector) ([]*corev1.Node, error)
+	}
+	slices interface {
+		List(labels.Selector) ([]*discoveryv1.EndpointSlice, error)
+	}
+	ads, pools cache.GenericLister
+}
+
+type announced struct {
+	obj *corev1.Service
+	ips []netip.Addr
+}
+
+// desired computes what this node announces: address -> interfaces.
+func (st *state) desired(log *slog.Logger) (map[netip.Addr][]string, map[string]announced) {
+	want := map[netip.Addr][]string{}
+	bySvc := map[string]announced{}
+	var ads []lb.L2AdvertisementSpec
+	if objs, err := st.ads.List(labels.Everything()); err == nil {
+		for _, o := range objs {
+			var a lb.L2Advertisement
+			if u, ok := o.(*unstructured.Unstructured); ok && runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &a) == nil {
+				ads = append(ads, a.Spec)
+			} else {
+				log.Warn("L2Advertisement ignored: malformed", "name", o.(*unstructured.Unstructured).GetName())
+			}
+		}
+	}
+	poolLabels := map[string]map[string]string{}
+	if objs, err := st.pools.List(labels.Everything()); err == nil {
+		for _, o := range objs {
+			if u, ok := o.(*unstructured.Unstructured); ok {
+				poolLabels[u.GetName()] = u.GetLabels()
+			}
+		}
+	}
+	nodes, _ := st.nodes.List(labels.Everything())
+	svcs, _ := st.svcs.List(labels.Everything())
+	for _, svc := range svcs {
+		pool := svc.Annotations[lb.AnnotationPrefix+lb.AllocatedFromPool]
+		if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || pool == "" || len(svc.Status.LoadBalancer.Ingress) == 0 {
+			continue
+		}
+		var mine []lb.L2AdvertisementSpec
+		for _, a := range ads {
+			if a.AdvertisesPool(pool, poolLabels[pool]) {
+				mine = append(mine, a)
+			}
+		}
+		if len(mine) == 0 {
+			continue // no L2Advertisement covers its pool
+		}
+		local := svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
+		var withEndpoints map[string]bool
+		if local {
+			withEndpoints = st.readyEndpointNodes(svc)
+		}
+		var candidates []string
+		var ifaces []string
+		for _, n := range nodes {
+			if !lb.NodeCanAnnounce(n) || local && !withEndpoints[n.Name] {
+				continue
+			}
+			allowed := false
+			for _, a := range mine {
+				if lb.SelectedBy(a.NodeSelectors, n.Labels) {
+					allowed = true
+					if n.Name == st.node {
+						ifaces = append(ifaces, a.Interfaces...)
+					}
+				}
+			}
+			if allowed {
+				candidates = append(candidates, n.Name)
+			}
+		}
+		slices.Sort(ifaces)
+		ifaces = slices.Compact(ifaces)
+		key := svc.Namespace + "/" + svc.Name
+		for _, in := range svc.Status.LoadBalancer.Ingress {
+			ip, err := netip.ParseAddr(in.IP)
+			if err != nil || lb.Announcer(ip, candidates) != st.node {
+				continue
+			}
+			want[ip] = append(want[ip], ifaces...)
+			a := bySvc[key]
+			a.obj, a.ips = svc, append(a.ips, ip)
+			bySvc[key] = a
+		}
+	}
+	return want, bySvc
+}
+
+// readyEndpointNodes are the nodes with a ready endpoint of svc.
+func (st *state) readyEndpointNodes(svc *corev1.Service) map[string]bool {
+	out := map[string]bool{}
+	sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: svc.Name})
+	all, _ := st.slices.List(sel)
+	for _, es := range all {
+		if es.Namespace != svc.Namespace {
+			continue
+		}
+		for _, ep := range es.Endpoints {
+			if ep.NodeName != nil && (ep.Conditions.Ready == nil || *ep.Conditions.Ready) {
+				out[*ep.NodeName] = true
+			}
+		}
+	}
+	return out
+}

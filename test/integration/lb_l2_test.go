@@ -1,0 +1,170 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/cloudless-dev/cloudless/internal/lb"
+	"github.com/cloudless-dev/cloudless/internal/lb/l2"
+	"github.com/cloudless-dev/cloudless/internal/testutil/nodens"
+)
+
+// lan is an Ethernet segment: a bridge in a namespace of its own, a
+// port (lan0) in each node's namespace, and a client namespace on it.
+type lan struct {
+	ns, client string
+	nodeIP     map[string]string // node namespace -> its lan0 address
+}
+
+func newLAN(t *testing.T, nodes ...*nodens.Node) *lan {
+	t.Helper()
+	l := &lan{ns: fmt.Sprintf("cl-lan-%d", os.Getpid()), client: fmt.Sprintf("cl-lanclient-%d", os.Getpid()), nodeIP: map[string]string{}}
+	sh := func(must bool, args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil && must {
+			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	t.Cleanup(func() {
+		sh(false, "ip", "netns", "delete", l.client)
+		sh(false, "ip", "netns", "delete", l.ns) // takes the bridge's veths, and their peers, with it
+	})
+	sh(true, "ip", "netns", "add", l.ns)
+	sh(true, "ip", "netns", "add", l.client)
+	sh(true, "ip", "-n", l.ns, "link", "add", "br0", "type", "bridge")
+	sh(true, "ip", "-n", l.ns, "link", "set", "br0", "up")
+	port := func(i int, ns, addr string) {
+		p := fmt.Sprintf("p%d", i)
+		sh(true, "ip", "-n", l.ns, "link", "add", p, "type", "veth", "peer", "name", "lan0", "netns", ns)
+		sh(true, "ip", "-n", l.ns, "link", "set", p, "master", "br0", "up")
+		sh(true, "ip", "-n", ns, "addr", "add", addr+"/24", "dev", "lan0")
+		sh(true, "ip", "-n", ns, "link", "set", "lan0", "up")
+	}
+	for i, n := range nodes {
+		l.nodeIP[n.Name] = fmt.Sprintf("192.168.77.%d", i+1)
+		port(i, n.Name, l.nodeIP[n.Name])
+	}
+	port(len(nodes), l.client, "192.168.77.100")
+	sh(true, "ip", "-n", l.client, "link", "set", "lo", "up")
+	return l
+}
+
+// mac is the lan0 MAC of the namespace ns.
+func (l *lan) mac(t *testing.T, ns string) string {
+	t.Helper()
+	b, err := exec.Command("ip", "-n", ns, "-br", "link", "show", "lan0").CombinedOutput()
+	f := strings.Fields(string(b))
+	if err != nil || len(f) < 3 {
+		t.Fatalf("lan0 in %s: %v %s", ns, err, b)
+	}
+	return strings.ToLower(f[2])
+}
+
+var arpingReply = regexp.MustCompile(`reply from [0-9.]+ \[([0-9A-Fa-f:]+)\]`)
+
+// arping asks who has ip from the client, and returns the distinct MACs
+// that answered.
+func (l *lan) arping(ip string) []string {
+	out, _ := exec.Command("ip", "netns", "exec", l.client, "arping", "-c", "3", "-w", "3", "-I", "lan0", ip).CombinedOutput()
+	var macs []string
+	for _, m := range arpingReply.FindAllStringSubmatch(string(out), -1) {
+		macs = append(macs, strings.ToLower(m[1]))
+	}
+	slices.Sort(macs)
+	return slices.Compact(macs)
+}
+
+// testLoadBalancerL2 (in TestNetwork's cluster): a LoadBalancer Service's
+// address, announced by ARP from exactly one node, reaches its pod from a
+// client on the LAN, and moves when that node may no longer announce.
+func testLoadBalancerL2(t *testing.T, ctx context.Context, c *netCluster) {
+	l := newLAN(t, c.a, c.b)
+	nodeNS := map[string]string{"node-a": c.a.Name, "node-b": c.b.Name}
+	manifest := filepath.Join(c.dir, "lan-pool.yaml")
+	if err := os.WriteFile(manifest, []byte(`apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: lan, namespace: metallb-system}
+spec:
+  addresses: [192.168.77.240-192.168.77.250]
+---
+apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata: {name: lan, namespace: metallb-system}
+spec:
+  ipAddressPools: [lan]
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.runIn(t, c.a, cloudlessBin, "kubectl", "apply", "-f", manifest)
+	if _, err := c.cs.CoreV1().Services("default").Create(ctx, service("web-lb", corev1.ServiceTypeLoadBalancer, map[string]string{"app": "web"}), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	svc := waitAllocated(t, ctx, c.cs, "web-lb", metav1.ConditionTrue, lb.ReasonAllocated)
+	ip := ingressIP(svc)
+	if ip != "192.168.77.240" {
+		t.Fatalf("web-lb got %q, want 192.168.77.240", ip)
+	}
+	check := func(nodes []string) string {
+		t.Helper()
+		want := lb.Announcer(netip.MustParseAddr(ip), nodes)
+		wantMAC := l.mac(t, nodeNS[want])
+		var got []string
+		poll(t, ctx, "exactly one MAC, "+want+"'s ("+wantMAC+"), answering ARP for "+ip, func() (bool, error) {
+			got = l.arping(ip)
+			return slices.Equal(got, []string{wantMAC}), fmt.Errorf("answers from %v", got)
+		})
+		poll(t, ctx, "the client on the LAN → "+ip+" → web's pod", func() (bool, error) {
+			out, err := exec.Command("ip", "netns", "exec", l.client, appBinary(t), "get", "http://"+ip+"/").CombinedOutput()
+			return err == nil && string(out) == "pong", fmt.Errorf("%v: %s", err, out)
+		})
+		waitEventFrom(t, ctx, c, "web-lb", "AnnouncingL2", want)
+		return want
+	}
+	first := check([]string{"node-a", "node-b"})
+	// The announcing node excluded from load balancers: the other takes
+	// the address over (its gratuitous ARP updates the client's cache).
+	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:""}}}`, lb.ExcludeLabel)
+	if _, err := c.cs.CoreV1().Nodes().Patch(ctx, first, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.cs.CoreV1().Nodes().Patch(context.Background(), first, types.MergePatchType, []byte(fmt.Sprintf(`{"metadata":{"labels":{%q:null}}}`, lb.ExcludeLabel)), metav1.PatchOptions{})
+	})
+	other := "node-a"
+	if first == "node-a" {
+		other = "node-b"
+	}
+	if got := check([]string{other}); got != other {
+		t.Errorf("after excluding %s, %s announces", first, got)
+	}
+}
+
+// waitEventFrom waits for an event of reason on Service name whose
+// message names node.
+func waitEventFrom(t *testing.T, ctx context.Context, c *netCluster, name, reason, node string) {
+	t.Helper()
+	poll(t, ctx, fmt.Sprintf("event %s on %s from %s", reason, name, node), func() (bool, error) {
+		evs, err := c.cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
+		if err != nil {
+			return false, err
+		}
+		for _, e := range evs.Items {
+			if e.Reason == reason && e.Source.Component == l2.Component && strings.HasPrefix(e.Message, node+" ") {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+}
