@@ -399,7 +399,7 @@ func (a *Agent) runSpeaker(ctx context.Context) {
 	for {
 		rc, err := clientcmd.BuildConfigFromFlags("", a.cfg.Kubeconfig)
 		if err == nil {
-			err = (&l2.Speaker{Node: a.cfg.NodeName, Refresh: a.cfg.LBARPRefresh, Log: log}).Run(ctx, rc)
+			err = (&l2.Speaker{Node: a.cfg.NodeName, NodeIP: a.cfg.NodeIP, Refresh: a.cfg.LBARPRefresh, Log: log}).Run(ctx, rc)
 		}
 		if ctx.Err() != nil {
 			return

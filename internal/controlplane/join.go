@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"fmt"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/cloudless-dev/cloudless/internal/lb"
+	"github.com/cloudless-dev/cloudless/internal/lb/l2"
 	"github.com/cloudless-dev/cloudless/internal/token"
 )
 
@@ -44,6 +46,27 @@ func (s *Server) ensureLBObjects(ctx context.Context, rc *rest.Config, cs kubern
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: lb.Namespace}}
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create namespace %s: %w", lb.Namespace, err)
+	}
+	// The speakers' gossip key, created once, readable by nodes (that one
+	// Secret only).
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return err
+	}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: l2.MemberlistSecret, Namespace: metav1.NamespaceSystem}, Data: map[string][]byte{l2.MemberlistKey: key}}
+	if _, err := cs.CoreV1().Secrets(metav1.NamespaceSystem).Create(ctx, secret, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create Secret %s: %w", l2.MemberlistSecret, err)
+	}
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "cloudless:lb-memberlist", Namespace: metav1.NamespaceSystem},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{l2.MemberlistSecret}, Verbs: []string{"get"}}}}
+	if _, err := cs.RbacV1().Roles(role.Namespace).Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create Role %s: %w", role.Name, err)
+	}
+	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: role.Name, Namespace: metav1.NamespaceSystem},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: "system:nodes"}}}
+	if _, err := cs.RbacV1().RoleBindings(rb.Namespace).Create(ctx, rb, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create RoleBinding %s: %w", rb.Name, err)
 	}
 	return nil
 }

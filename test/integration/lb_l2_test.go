@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -116,7 +117,7 @@ spec:
 	if ip != "192.168.77.240" {
 		t.Fatalf("web-lb got %q, want 192.168.77.240", ip)
 	}
-	check := func(nodes []string) string {
+	check := func(ip, svcName string, nodes []string) string {
 		t.Helper()
 		want := lb.Announcer(netip.MustParseAddr(ip), nodes)
 		wantMAC := l.mac(t, nodeNS[want])
@@ -129,26 +130,66 @@ spec:
 			out, err := exec.Command("ip", "netns", "exec", l.client, appBinary(t), "get", "http://"+ip+"/").CombinedOutput()
 			return err == nil && string(out) == "pong", fmt.Errorf("%v: %s", err, out)
 		})
-		waitEventFrom(t, ctx, c, "web-lb", "AnnouncingL2", want)
+		waitEventFrom(t, ctx, c, svcName, "AnnouncingL2", want)
 		return want
 	}
-	first := check([]string{"node-a", "node-b"})
+	first := check(ip, "web-lb", []string{"node-a", "node-b"})
 	// The announcing node excluded from load balancers: the other takes
 	// the address over (its gratuitous ARP updates the client's cache).
 	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:""}}}`, lb.ExcludeLabel)
 	if _, err := c.cs.CoreV1().Nodes().Patch(ctx, first, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		c.cs.CoreV1().Nodes().Patch(context.Background(), first, types.MergePatchType, []byte(fmt.Sprintf(`{"metadata":{"labels":{%q:null}}}`, lb.ExcludeLabel)), metav1.PatchOptions{})
-	})
+	unexclude := func() error {
+		_, err := c.cs.CoreV1().Nodes().Patch(context.Background(), first, types.MergePatchType, []byte(fmt.Sprintf(`{"metadata":{"labels":{%q:null}}}`, lb.ExcludeLabel)), metav1.PatchOptions{})
+		return err
+	}
+	t.Cleanup(func() { unexclude() })
 	other := "node-a"
 	if first == "node-a" {
 		other = "node-b"
 	}
-	if got := check([]string{other}); got != other {
+	if got := check(ip, "web-lb", []string{other}); got != other {
 		t.Errorf("after excluding %s, %s announces", first, got)
 	}
+	if err := unexclude(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Failover: an address node-b announces; SIGKILL node-b's agent and
+	// cut its LAN link. node-a's speaker sees node-b's gone from the
+	// gossip (long before its Node turns NotReady) and takes over.
+	var onB string
+	for i := 241; i <= 250 && onB == ""; i++ {
+		if cand := fmt.Sprintf("192.168.77.%d", i); lb.Announcer(netip.MustParseAddr(cand), []string{"node-a", "node-b"}) == "node-b" {
+			onB = cand
+		}
+	}
+	fo := service("web-failover", corev1.ServiceTypeLoadBalancer, map[string]string{"app": "web"})
+	fo.Annotations = map[string]string{lb.AnnotationPrefix + lb.LoadBalancerIPs: onB}
+	if _, err := c.cs.CoreV1().Services("default").Create(ctx, fo, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitAllocated(t, ctx, c.cs, "web-failover", metav1.ConditionTrue, lb.ReasonAllocated)
+	check(onB, "web-failover", []string{"node-a", "node-b"})
+	c.agentB.kill()
+	killed := time.Now()
+	if out, err := exec.Command("ip", "-n", c.b.Name, "link", "set", "lan0", "down").CombinedOutput(); err != nil {
+		t.Fatalf("cut node-b's LAN link: %v %s", err, out)
+	}
+	check(onB, "web-failover", []string{"node-a"})
+	t.Logf("failover: node-b's agent killed, the client reached %s through node-a %.1f s later (arping every 3 s bounds this from above)", onB, time.Since(killed).Seconds())
+	if n, err := c.cs.CoreV1().Nodes().Get(ctx, "node-b", metav1.GetOptions{}); err == nil && !nodeIsReady(n) {
+		t.Log("node-b was already NotReady: the takeover may have come from the Node's condition, not the gossip")
+	}
+	exec.Command("ip", "-n", c.b.Name, "link", "set", "lan0", "up").Run()
+	c.agentB = startCmd(t, c.b.Command(cloudlessBin, c.agentBArgs...))
+	poll(t, ctx, "node-b's restarted agent up", func() (bool, error) {
+		if c.agentB.exited() {
+			t.Fatalf("agent exited:\n%s", tail(c.agentB.stderr.Bytes(), 30))
+		}
+		return strings.Contains(c.agentB.stderr.String(), "node is up"), nil
+	})
 }
 
 // waitEventFrom waits for an event of reason on Service name whose

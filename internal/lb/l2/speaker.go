@@ -13,17 +13,21 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
@@ -50,11 +54,38 @@ func gvr(kind string) schema.GroupVersionResource {
 	return schema.GroupVersionResource{Group: lb.Group, Version: r.Versions[0], Resource: r.Plural}
 }
 
+// MemberlistSecret (in kube-system, key MemberlistKey) holds the key
+// that encrypts the speakers' gossip; the server creates it and lets
+// nodes read it.
+const (
+	MemberlistSecret = "cloudless-memberlist"
+	MemberlistKey    = "key"
+)
+
 // Speaker is one node's announcer.
 type Speaker struct {
 	Node    string
+	NodeIP  string // where its memberlist listens
 	Refresh time.Duration
 	Log     *slog.Logger
+}
+
+// memberlistKey reads the gossip key, waiting up to a minute for the
+// server to create it.
+func memberlistKey(ctx context.Context, cs kubernetes.Interface) ([]byte, error) {
+	var key []byte
+	err := wait.PollUntilContextTimeout(ctx, time.Second, time.Minute, true, func(ctx context.Context) (bool, error) {
+		s, err := cs.CoreV1().Secrets(metav1.NamespaceSystem).Get(ctx, MemberlistSecret, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		key = s.Data[MemberlistKey]
+		return len(key) == 32, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read Secret %s/%s: %w", metav1.NamespaceSystem, MemberlistSecret, err)
+	}
+	return key, nil
 }
 
 // Run announces until ctx ends.
@@ -104,13 +135,29 @@ func (s *Speaker) Run(ctx context.Context, rc *rest.Config) error {
 	resp := newResponder(s.Log, refresh)
 	defer resp.close()
 	st := state{node: s.Node, svcs: svcs.Lister(), nodes: nodes.Lister(), slices: slicesInf.Lister(), ads: ads.Lister(), pools: pools.Lister()}
+	// Gossip with the other speakers for fast failure detection; without
+	// it (no key, port taken), the Nodes' Ready condition alone decides.
+	if key, err := memberlistKey(ctx, cs); err != nil {
+		s.Log.Warn("no fast failure detection: a dead node's addresses move only when its Node is NotReady", "err", err)
+	} else if m, err := startMembers(s.Node, s.NodeIP, MemberlistPort, key, func() { poke(nil) }, s.Log.With("part", "memberlist")); err != nil {
+		s.Log.Warn("no fast failure detection: a dead node's addresses move only when its Node is NotReady", "err", err)
+	} else {
+		st.members = m
+		defer m.stop()
+	}
+	rejoin := time.NewTicker(5 * time.Second)
+	defer rejoin.Stop()
 	was := map[string]string{} // Service key -> what this node said it announces
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-kick:
+		case <-rejoin.C:
+			st.join()
+			continue
 		}
+		st.join()
 		want, bySvc := st.desired(s.Log)
 		resp.set(ctx, want)
 		// An event when this node starts announcing a Service's addresses.
@@ -145,6 +192,44 @@ type state struct {
 		List(labels.Selector) ([]*discoveryv1.EndpointSlice, error)
 	}
 	ads, pools cache.GenericLister
+	members    *members // nil: no gossip
+	lastJoin   time.Time
+}
+
+// join asks memberlist to contact the nodes it does not see alive, at
+// most every 2 s.
+func (st *state) join() {
+	if st.members == nil || time.Since(st.lastJoin) < 2*time.Second {
+		return
+	}
+	nodes, _ := st.nodes.List(labels.Everything())
+	if st.members.count() >= len(nodes) {
+		return
+	}
+	var addrs []string
+	for _, n := range nodes {
+		if alive, _ := st.members.known(n.Name); alive || n.Name == st.node {
+			continue
+		}
+		for _, a := range n.Status.Addresses {
+			if a.Type == corev1.NodeInternalIP {
+				addrs = append(addrs, net.JoinHostPort(a.Address, strconv.Itoa(MemberlistPort)))
+				break
+			}
+		}
+	}
+	st.lastJoin = time.Now()
+	st.members.join(addrs)
+}
+
+// alive: the node's speaker is not known dead (memberlist saw it, and
+// then lost it).
+func (st *state) alive(node string) bool {
+	if st.members == nil {
+		return true
+	}
+	alive, judged := st.members.known(node)
+	return alive || !judged
 }
 
 type announced struct {
@@ -199,7 +284,7 @@ func (st *state) desired(log *slog.Logger) (map[netip.Addr][]string, map[string]
 		var candidates []string
 		var ifaces []string
 		for _, n := range nodes {
-			if !lb.NodeCanAnnounce(n) || local && !withEndpoints[n.Name] {
+			if !lb.NodeCanAnnounce(n) || !st.alive(n.Name) || local && !withEndpoints[n.Name] {
 				continue
 			}
 			allowed := false
