@@ -72,6 +72,8 @@ type Config struct {
 	// LBARPRefresh is how often announced load-balancer addresses are
 	// re-sent as gratuitous ARP (0: l2.DefaultRefresh).
 	LBARPRefresh time.Duration
+	// LBFailureDetection is l2.Fast or l2.Tolerant ("": Fast).
+	LBFailureDetection string
 }
 
 type paths struct{ root, run string }
@@ -399,7 +401,7 @@ func (a *Agent) runSpeaker(ctx context.Context) {
 	for {
 		rc, err := clientcmd.BuildConfigFromFlags("", a.cfg.Kubeconfig)
 		if err == nil {
-			err = (&l2.Speaker{Node: a.cfg.NodeName, NodeIP: a.cfg.NodeIP, Refresh: a.cfg.LBARPRefresh, Log: log}).Run(ctx, rc)
+			err = (&l2.Speaker{Node: a.cfg.NodeName, NodeIP: a.cfg.NodeIP, Refresh: a.cfg.LBARPRefresh, Detection: a.cfg.LBFailureDetection, Log: log}).Run(ctx, rc)
 		}
 		if ctx.Err() != nil {
 			return

@@ -25,6 +25,7 @@ func newAgentCmd(logger func() (*slog.Logger, error)) *cobra.Command {
 	var kubeletArgs, labels []string
 	registries := agent.DefaultRegistriesFile
 	arpRefresh := l2.DefaultRefresh
+	detection := l2.Fast
 	dataDir = controlplane.DefaultConfig().DataDir
 	cmd := &cobra.Command{
 		Use:   "agent --server https://HOST:6443 --token TOKEN",
@@ -63,6 +64,9 @@ Flags may also come from CLOUDLESS_<FLAG> or the --config file. Must run as root
 			if errs := validation.IsDNS1123Subdomain(nodeName); len(errs) > 0 {
 				return fmt.Errorf("node name %q: %s (give --node-name)", nodeName, strings.Join(errs, "; "))
 			}
+			if err := l2.CheckDetection(detection); err != nil {
+				return err
+			}
 			if arpRefresh < time.Second {
 				return fmt.Errorf("--lb-arp-refresh %s: want 1s or more (default %s); switches age MAC entries out after minutes", arpRefresh, l2.DefaultRefresh)
 			}
@@ -94,7 +98,7 @@ Flags may also come from CLOUDLESS_<FLAG> or the --config file. Must run as root
 				Kubeconfig: filepath.Join(dataDir, "agent", "pki", "kubelet.kubeconfig"), BootstrapKubeconfig: bootstrap,
 				ClusterDNS: info.ClusterDNS, ClusterDomain: info.ClusterDomain, NodeLabels: labels, ResolvConf: resolvConf,
 				ClusterCIDR: info.ClusterCIDR, ServiceCIDR: info.ServiceCIDR, NetworkBackend: info.NetworkBackend, ProxyMode: info.ProxyMode, KubeletArgs: kubeletArgs, RegistriesFile: registries,
-				LBARPRefresh: arpRefresh,
+				LBARPRefresh: arpRefresh, LBFailureDetection: detection,
 			}, log.With("subsystem", "agent"))
 			if err != nil {
 				return err
@@ -110,7 +114,8 @@ Flags may also come from CLOUDLESS_<FLAG> or the --config file. Must run as root
 	f.StringVar(&nodeName, "node-name", "", "this node's name (default: the hostname, lowercased)")
 	f.StringVar(&nodeIP, "node-ip", "", "address the cluster reaches this node on (default: the default route's interface)")
 	f.StringSliceVar(&labels, "node-label", nil, "label to register the node with, key=value (repeatable; not kubernetes.io/ labels)")
-	f.DurationVar(&arpRefresh, "lb-arp-refresh", arpRefresh, "how often this node re-sends gratuitous ARP for the load-balancer addresses it announces (keeps switches' MAC tables fresh)")
+	f.StringVar(&detection, "lb-failure-detection", detection, l2.DetectionHelp)
+	f.DurationVar(&arpRefresh, "lb-arp-refresh", arpRefresh, l2.RefreshHelp)
 	f.StringVar(&registries, "registries", registries, "registry mirrors file (mirrors.<registry>.endpoint, configs.<host>.tls); may be absent")
 	f.StringArrayVar(&kubeletArgs, "kubelet-arg", nil, "extra kubelet flag (repeatable, applied last)")
 	f.StringVar(&resolvConf, "resolv-conf", "", "file naming this node's upstream DNS resolvers (default: /etc/resolv.conf, or systemd-resolved's when that holds only its stub)")

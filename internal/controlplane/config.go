@@ -56,6 +56,8 @@ type Config struct {
 	// LBARPRefresh is the node agent's gratuitous ARP interval for the
 	// load-balancer addresses it announces.
 	LBARPRefresh time.Duration
+	// LBFailureDetection is the speakers' memberlist profile.
+	LBFailureDetection string
 	// ResolvConf is where this node's upstream resolvers are read from
 	// (default: /etc/resolv.conf, or systemd-resolved's real one).
 	ResolvConf string
@@ -87,19 +89,20 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		DataDir:        "/var/lib/cloudless",
-		BindAddress:    "0.0.0.0",
-		HTTPSPort:      6443,
-		ClusterCIDR:    "10.42.0.0/16",
-		ServiceCIDR:    "10.43.0.0/16",
-		ClusterDNS:     "10.43.0.10",
-		ClusterDomain:  "cluster.local",
-		NetworkBackend: network.BackendVXLAN,
-		ProxyMode:      network.ProxyNFTables,
-		PodDNSNdots:    2,
-		LBARPRefresh:   l2.DefaultRefresh,
-		CertValidity:   365 * 24 * time.Hour,
-		RenewBefore:    120 * 24 * time.Hour,
+		DataDir:            "/var/lib/cloudless",
+		BindAddress:        "0.0.0.0",
+		HTTPSPort:          6443,
+		ClusterCIDR:        "10.42.0.0/16",
+		ServiceCIDR:        "10.43.0.0/16",
+		ClusterDNS:         "10.43.0.10",
+		ClusterDomain:      "cluster.local",
+		NetworkBackend:     network.BackendVXLAN,
+		ProxyMode:          network.ProxyNFTables,
+		PodDNSNdots:        2,
+		LBARPRefresh:       l2.DefaultRefresh,
+		LBFailureDetection: l2.Fast,
+		CertValidity:       365 * 24 * time.Hour,
+		RenewBefore:        120 * 24 * time.Hour,
 
 		PodSecurityEnforce: "baseline",
 		PodSecurityWarn:    "restricted",
@@ -141,6 +144,9 @@ func (c *Config) Validate() error {
 	}
 	if err := network.ValidateModes(c.NetworkBackend, c.ProxyMode); err != nil {
 		return fmt.Errorf("--network-backend/--proxy-mode: %w", err)
+	}
+	if err := l2.CheckDetection(c.LBFailureDetection); err != nil {
+		return err
 	}
 	if c.LBARPRefresh < time.Second {
 		return fmt.Errorf("--lb-arp-refresh %s: want 1s or more (default %s); switches age MAC entries out after minutes", c.LBARPRefresh, l2.DefaultRefresh)

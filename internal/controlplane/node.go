@@ -21,7 +21,7 @@ func (s *Server) startAgent(ctx context.Context, errc chan error) error {
 		ServingCertFile: p.tls("kubelet-serving.crt"), ServingKeyFile: p.tls("kubelet-serving.key"),
 		ClusterDNS: c.ClusterDNS, ClusterDomain: c.ClusterDomain, KubeletArgs: args,
 		ClusterCIDR: c.ClusterCIDR, ServiceCIDR: c.ServiceCIDR, NetworkBackend: c.NetworkBackend, ProxyMode: c.ProxyMode,
-		ResolvConf: c.ResolvConf, LBARPRefresh: c.LBARPRefresh,
+		ResolvConf: c.ResolvConf, LBARPRefresh: c.LBARPRefresh, LBFailureDetection: c.LBFailureDetection,
 	}, s.log.With("subsystem", "agent"))
 	if err != nil {
 		return err

@@ -34,6 +34,29 @@ const (
 	gossipInterval = 50 * time.Millisecond
 )
 
+// Failure detection profiles (--lb-failure-detection): Fast uses the
+// timings above; Tolerant keeps memberlist's stock LAN timings (probe
+// every 1 s, 500 ms timeout, suspicion x4: seconds to declare a node
+// dead, fewer false alarms on a lossy or overloaded network).
+const (
+	Fast     = "fast"
+	Tolerant = "tolerant"
+)
+
+// Flag help, shared by the server and agent commands.
+const (
+	DetectionHelp = "how fast this node's load-balancer speaker declares another node dead: fast (under a second) or tolerant (memberlist's LAN defaults, seconds; for lossy or overloaded networks)"
+	RefreshHelp   = "how often this node re-sends gratuitous ARP for the load-balancer addresses it announces (keeps switches' MAC tables fresh)"
+)
+
+// CheckDetection validates a --lb-failure-detection value.
+func CheckDetection(v string) error {
+	if v != Fast && v != Tolerant {
+		return fmt.Errorf("--lb-failure-detection %q: want %s (under a second) or %s (memberlist's LAN defaults, seconds)", v, Fast, Tolerant)
+	}
+	return nil
+}
+
 // members tracks the speakers memberlist sees alive.
 type members struct {
 	ml       *memberlist.Memberlist
@@ -47,16 +70,18 @@ type members struct {
 
 // startMembers starts gossiping as node on bindIP:port, encrypted with
 // key (16, 24 or 32 bytes).
-func startMembers(node, bindIP string, port int, key []byte, onChange func(), lg *slog.Logger) (*members, error) {
+func startMembers(node, bindIP string, port int, key []byte, detection string, onChange func(), lg *slog.Logger) (*members, error) {
 	m := &members{onChange: onChange, log: lg, alive: map[string]bool{}, seen: map[string]bool{}}
 	c := memberlist.DefaultLANConfig()
 	c.Name = node
 	c.BindAddr, c.BindPort = bindIP, port
 	c.AdvertiseAddr, c.AdvertisePort = bindIP, port
 	c.SecretKey = key
-	c.ProbeInterval, c.ProbeTimeout = probeInterval, probeTimeout
-	c.SuspicionMult = suspicionMult
-	c.GossipInterval = gossipInterval
+	if detection != Tolerant {
+		c.ProbeInterval, c.ProbeTimeout = probeInterval, probeTimeout
+		c.SuspicionMult = suspicionMult
+		c.GossipInterval = gossipInterval
+	}
 	c.TCPTimeout = time.Second
 	c.Events = m
 	c.Logger = log.New(&slogWriter{lg}, "", 0)

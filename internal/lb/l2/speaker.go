@@ -67,7 +67,9 @@ type Speaker struct {
 	Node    string
 	NodeIP  string // where its memberlist listens
 	Refresh time.Duration
-	Log     *slog.Logger
+	// Detection is Fast (default) or Tolerant.
+	Detection string
+	Log       *slog.Logger
 }
 
 // memberlistKey reads the gossip key, waiting up to a minute for the
@@ -139,7 +141,7 @@ func (s *Speaker) Run(ctx context.Context, rc *rest.Config) error {
 	// it (no key, port taken), the Nodes' Ready condition alone decides.
 	if key, err := memberlistKey(ctx, cs); err != nil {
 		s.Log.Warn("no fast failure detection: a dead node's addresses move only when its Node is NotReady", "err", err)
-	} else if m, err := startMembers(s.Node, s.NodeIP, MemberlistPort, key, func() { poke(nil) }, s.Log.With("part", "memberlist")); err != nil {
+	} else if m, err := startMembers(s.Node, s.NodeIP, MemberlistPort, key, s.Detection, func() { poke(nil) }, s.Log.With("part", "memberlist")); err != nil {
 		s.Log.Warn("no fast failure detection: a dead node's addresses move only when its Node is NotReady", "err", err)
 	} else {
 		st.members = m
