@@ -301,9 +301,18 @@ func (c *lbAllocator) restore() {
 	}
 }
 
-// write records the outcome on the Service: status, condition,
-// annotation and, when something changed, an event.
+// write records the outcome on the Service: the pool annotation first,
+// so that a Service whose condition says Allocated already names its
+// pool, then status and condition and, when something changed, an event.
 func (c *lbAllocator) write(ctx context.Context, svc *corev1.Service, as lb.Assignment, refusal *lb.Refusal) error {
+	wantPool := ""
+	if refusal == nil {
+		wantPool = as.Pool
+	}
+	svc, err := c.setPoolAnnotation(ctx, svc, wantPool)
+	if err != nil {
+		return err
+	}
 	s := svc.DeepCopy()
 	cond := metav1.Condition{Type: lb.ConditionAllocated, Status: metav1.ConditionTrue, Reason: lb.ReasonAllocated, ObservedGeneration: s.Generation}
 	var ingress []corev1.LoadBalancerIngress
@@ -325,7 +334,6 @@ func (c *lbAllocator) write(ctx context.Context, svc *corev1.Service, as lb.Assi
 	s.Status.LoadBalancer.Ingress = ingress
 	meta.SetStatusCondition(&s.Status.Conditions, cond)
 	if !equality.Semantic.DeepEqual(s.Status, svc.Status) {
-		var err error
 		if s, err = c.client.CoreV1().Services(s.Namespace).UpdateStatus(ctx, s, metav1.UpdateOptions{}); err != nil {
 			return fmt.Errorf("update status of Service %s/%s: %w", svc.Namespace, svc.Name, err)
 		}
@@ -337,29 +345,27 @@ func (c *lbAllocator) write(ctx context.Context, svc *corev1.Service, as lb.Assi
 			c.events.Event(s, corev1.EventTypeNormal, "IPAllocated", "Assigned "+cond.Message)
 		}
 	}
-	wantPool := ""
-	if refusal == nil {
-		wantPool = as.Pool
-	}
-	return c.setPoolAnnotation(ctx, s, wantPool)
+	return nil
 }
 
-// setPoolAnnotation writes (or with "" removes) the pool annotation.
-func (c *lbAllocator) setPoolAnnotation(ctx context.Context, s *corev1.Service, pool string) error {
+// setPoolAnnotation writes (or with "" removes) the pool annotation and
+// returns the Service as it is then.
+func (c *lbAllocator) setPoolAnnotation(ctx context.Context, s *corev1.Service, pool string) (*corev1.Service, error) {
 	k := lb.AnnotationPrefix + lb.AllocatedFromPool
 	cur, has := s.Annotations[k]
 	if cur == pool && (has || pool == "") {
-		return nil
+		return s, nil
 	}
 	value := "null"
 	if pool != "" {
 		value = fmt.Sprintf("%q", pool)
 	}
 	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%s}}}`, k, value)
-	if _, err := c.client.CoreV1().Services(s.Namespace).Patch(ctx, s.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-		return fmt.Errorf("annotate Service %s/%s: %w", s.Namespace, s.Name, err)
+	out, err := c.client.CoreV1().Services(s.Namespace).Patch(ctx, s.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("annotate Service %s/%s: %w", s.Namespace, s.Name, err)
 	}
-	return nil
+	return out, nil
 }
 
 // clear removes what the allocator wrote on a Service that no longer
@@ -379,5 +385,6 @@ func (c *lbAllocator) clear(ctx context.Context, svc *corev1.Service) error {
 			return fmt.Errorf("update status of Service %s/%s: %w", svc.Namespace, svc.Name, err)
 		}
 	}
-	return c.setPoolAnnotation(ctx, s, "")
+	_, err := c.setPoolAnnotation(ctx, s, "")
+	return err
 }

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -134,6 +135,28 @@ spec:
 		return want
 	}
 	first := check(ip, "web-lb", []string{"node-a", "node-b"})
+	// cloudless lb status names the address, its pool and the node.
+	var rows []struct {
+		Service, Pool, Announcer string
+		Addresses                []string
+		Allocated                bool
+	}
+	out := c.runIn(t, c.a, cloudlessBin, "lb", "status", "-o", "json", "--data-dir", filepath.Join(c.dir, "a"))
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("lb status -o json: %v\n%s", err, out)
+	}
+	found := false
+	for _, r := range rows {
+		if r.Service == "default/web-lb" {
+			found = true
+			if !r.Allocated || r.Pool != "lan" || r.Announcer != first || !slices.Equal(r.Addresses, []string{ip}) {
+				t.Errorf("lb status for web-lb: %+v, want %s from pool lan announced by %s", r, ip, first)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("lb status does not list default/web-lb:\n%s", out)
+	}
 	// The announcing node excluded from load balancers: the other takes
 	// the address over (its gratuitous ARP updates the client's cache).
 	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:""}}}`, lb.ExcludeLabel)

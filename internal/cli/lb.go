@@ -1,0 +1,136 @@
+package cli
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+
+	"github.com/cloudless-dev/cloudless/internal/controlplane"
+	"github.com/cloudless-dev/cloudless/internal/lb"
+	"github.com/cloudless-dev/cloudless/internal/lb/l2"
+)
+
+// lbService is one row of `cloudless lb status`.
+type lbService struct {
+	Service   string   `json:"service"`
+	Addresses []string `json:"addresses"`
+	Pool      string   `json:"pool,omitempty"`
+	Allocated bool     `json:"allocated"`
+	Reason    string   `json:"reason,omitempty"`
+	Message   string   `json:"message,omitempty"`
+	// Announcer is the newest AnnouncingL2 event's node and its words.
+	Announcer string `json:"announcer,omitempty"`
+	Announced string `json:"announced,omitempty"`
+}
+
+func newLBCmd() *cobra.Command {
+	dataDir := controlplane.DefaultConfig().DataDir
+	var output string
+	cmd := &cobra.Command{Use: "lb", Short: "The built-in load balancer: LoadBalancer Services' addresses"}
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "Every LoadBalancer Service: its address, pool, and the node announcing it",
+		Long: `List every LoadBalancer Service of the built-in load balancer (no other
+loadBalancerClass): its addresses, the IPAddressPool they came from, why it
+has none (the allocator's condition cloudless.dev/LoadBalancerAllocated),
+and which node announces it by ARP (the newest AnnouncingL2 event; events
+expire after an hour, so an address announced longer by the same node may
+show none).
+
+Run on a server; it uses <data-dir>/server/cred/admin.kubeconfig.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := configure(cmd, false); err != nil {
+				return err
+			}
+			cs, _, err := adminClient(dataDir)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			svcs, err := cs.CoreV1().Services("").List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return fmt.Errorf("list Services: %w", err)
+			}
+			evs, err := cs.CoreV1().Events("").List(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("reason", "AnnouncingL2").String()})
+			if err != nil {
+				return fmt.Errorf("list events: %w", err)
+			}
+			newest := map[string]corev1.Event{}
+			for _, e := range evs.Items {
+				if e.Source.Component != l2.Component {
+					continue
+				}
+				k := e.InvolvedObject.Namespace + "/" + e.InvolvedObject.Name
+				if cur, ok := newest[k]; !ok || eventTime(e).After(eventTime(cur).Time) {
+					newest[k] = e
+				}
+			}
+			var rows []lbService
+			for _, s := range svcs.Items {
+				if s.Spec.Type != corev1.ServiceTypeLoadBalancer || s.Spec.LoadBalancerClass != nil {
+					continue
+				}
+				r := lbService{Service: s.Namespace + "/" + s.Name, Pool: s.Annotations[lb.AnnotationPrefix+lb.AllocatedFromPool], Addresses: []string{}}
+				for _, in := range s.Status.LoadBalancer.Ingress {
+					r.Addresses = append(r.Addresses, in.IP)
+				}
+				if c := meta.FindStatusCondition(s.Status.Conditions, lb.ConditionAllocated); c != nil {
+					r.Allocated, r.Reason, r.Message = c.Status == metav1.ConditionTrue, c.Reason, c.Message
+				} else {
+					r.Reason, r.Message = "Pending", "the allocator has not looked at it yet (is a server running?)"
+				}
+				if e, ok := newest[r.Service]; ok && len(r.Addresses) > 0 {
+					r.Announcer, r.Announced = e.Source.Host, e.Message
+				}
+				rows = append(rows, r)
+			}
+			slices.SortFunc(rows, func(a, b lbService) int { return strings.Compare(a.Service, b.Service) })
+			switch output {
+			case "json":
+				return writeJSON(cmd.OutOrStdout(), rows)
+			case "", "table":
+				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "SERVICE\tADDRESSES\tPOOL\tANNOUNCED BY\tSTATUS")
+				for _, r := range rows {
+					status := "allocated"
+					if !r.Allocated {
+						status = r.Reason + ": " + r.Message
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", r.Service, dash(strings.Join(r.Addresses, ",")), dash(r.Pool), dash(r.Announcer), status)
+				}
+				if len(rows) == 0 {
+					fmt.Fprintln(w, "(no LoadBalancer Services)")
+				}
+				return w.Flush()
+			}
+			return fmt.Errorf("-o %q: want table or json", output)
+		},
+	}
+	addConfigFlag(status)
+	status.Flags().StringVar(&dataDir, "data-dir", dataDir, "directory for Cloudless state")
+	status.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	cmd.AddCommand(status)
+	return cmd
+}
+
+func eventTime(e corev1.Event) metav1.Time {
+	if !e.LastTimestamp.IsZero() {
+		return e.LastTimestamp
+	}
+	return metav1.NewTime(e.EventTime.Time)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
