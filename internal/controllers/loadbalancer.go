@@ -14,7 +14,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -55,8 +54,7 @@ type lbAllocator struct {
 
 	alloc      *lb.Allocator
 	restored   bool
-	mu         sync.Mutex
-	poolErrors map[string]string // pool name -> last refusal reported
+	poolErrors map[string]string // pool name -> last refusal reported (one worker: no lock)
 }
 
 // NewLBAllocator returns the constructor of the allocator; reserved are
@@ -84,7 +82,9 @@ func NewLBAllocator(reserved []lb.Reserved) func(Env) (Controller, error) {
 			k, _ := cache.MetaNamespaceKeyFunc(s)
 			return k
 		}
-		everyLB := func(any) string { c.enqueueAll(""); return "" }
+		// A pool change: check the pools (reporting bad ones even with
+		// no LoadBalancer Service yet), and revisit every LB Service.
+		everyLB := func(any) string { c.enqueueAll(""); return poolsKey }
 		inNamespace := func(obj any) string {
 			if ns, ok := obj.(*corev1.Namespace); ok {
 				c.enqueueAll(ns.Name)
@@ -127,8 +127,15 @@ func (c *lbAllocator) enqueueAll(ns string) {
 	}
 }
 
+// poolsKey is the queue key that re-checks the pools alone (a Service
+// key always has a namespace).
+const poolsKey = "/pools"
+
 func (c *lbAllocator) reconcile(ctx context.Context, key string) error {
-	c.alloc.SetPools(c.validPools())
+	if key == poolsKey {
+		c.alloc.SetPools(c.validPools())
+		return nil
+	}
 	if !c.restored {
 		c.restore()
 		c.restored = true
@@ -146,6 +153,9 @@ func (c *lbAllocator) reconcile(ctx context.Context, key string) error {
 		c.release(key)
 		return c.clear(ctx, svc)
 	}
+	// Pools are parsed for LoadBalancer Services only: every other
+	// Service's event ends above.
+	c.alloc.SetPools(c.validPools())
 	req, deprecated, refusal := c.request(svc)
 	var as lb.Assignment
 	if refusal == nil {
@@ -242,8 +252,6 @@ func (c *lbAllocator) validPools() []*lb.Pool {
 	for n, err := range more {
 		refused[n] = err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	for n, err := range refused {
 		if c.poolErrors[n] != err.Error() {
 			c.poolErrors[n] = err.Error()

@@ -36,7 +36,7 @@ var Resources = []Resource{
 	{"Community", "communities", []string{"v1beta1"}, reflect.TypeFor[Community]()},
 }
 
-// Resource returns the resource of kind.
+// ResourceOf returns the resource of kind.
 func ResourceOf(kind string) Resource {
 	for _, r := range Resources {
 		if r.Kind == kind {

@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -55,7 +56,7 @@ func TestLoadBalancerAllocation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v, _, _ := unstructuredBool(bp.Object, "spec", "avoidBuggyIPs"); !v {
+	if v, _, _ := unstructured.NestedBool(bp.Object, "spec", "avoidBuggyIPs"); !v {
 		t.Errorf("bgp-pool lost avoidBuggyIPs: %v", bp.Object["spec"])
 	}
 
@@ -176,19 +177,6 @@ func ingressIP(s *corev1.Service) string {
 		return ""
 	}
 	return s.Status.LoadBalancer.Ingress[0].IP
-}
-
-func unstructuredBool(obj map[string]any, path ...string) (bool, bool, error) {
-	var cur any = obj
-	for _, p := range path {
-		m, ok := cur.(map[string]any)
-		if !ok {
-			return false, false, nil
-		}
-		cur = m[p]
-	}
-	b, ok := cur.(bool)
-	return b, ok, nil
 }
 
 // waitAllocated waits for the Service's allocation condition to have

@@ -34,6 +34,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
@@ -183,16 +185,10 @@ func (s *Speaker) Run(ctx context.Context, rc *rest.Config) error {
 }
 
 type state struct {
-	node string
-	svcs interface {
-		List(labels.Selector) ([]*corev1.Service, error)
-	}
-	nodes interface {
-		List(labels.Selector) ([]*corev1.Node, error)
-	}
-	slices interface {
-		List(labels.Selector) ([]*discoveryv1.EndpointSlice, error)
-	}
+	node       string
+	svcs       corelisters.ServiceLister
+	nodes      corelisters.NodeLister
+	slices     discoverylisters.EndpointSliceLister
 	ads, pools cache.GenericLister
 	members    *members // nil: no gossip
 	lastJoin   time.Time
@@ -323,11 +319,8 @@ func (st *state) desired(log *slog.Logger) (map[netip.Addr][]string, map[string]
 func (st *state) readyEndpointNodes(svc *corev1.Service) map[string]bool {
 	out := map[string]bool{}
 	sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: svc.Name})
-	all, _ := st.slices.List(sel)
+	all, _ := st.slices.EndpointSlices(svc.Namespace).List(sel)
 	for _, es := range all {
-		if es.Namespace != svc.Namespace {
-			continue
-		}
 		for _, ep := range es.Endpoints {
 			if ep.NodeName != nil && (ep.Conditions.Ready == nil || *ep.Conditions.Ready) {
 				out[*ep.NodeName] = true
