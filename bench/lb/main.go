@@ -32,7 +32,7 @@ import (
 	"github.com/cloudless-dev/cloudless/internal/controllers"
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
 	"github.com/cloudless-dev/cloudless/internal/lb"
-	"github.com/cloudless-dev/cloudless/internal/lb/l2"
+	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
 )
 
 var (
@@ -71,13 +71,13 @@ func main() {
 		os.Exit(runProbe())
 	}
 	log.SetFlags(log.Ltime)
-	profiles := []string{l2.Fast, l2.Tolerant}
+	profiles := []string{speaker.Fast, speaker.Tolerant}
 	samples := map[string][]time.Duration{}
 	var createTimes []time.Duration
 	for _, p := range profiles {
 		fo, cr := runProfile(p)
 		samples[p] = fo
-		if p == l2.Fast {
+		if p == speaker.Fast {
 			createTimes = cr
 		}
 	}
@@ -245,7 +245,7 @@ func runProfile(profile string) (failover, create []time.Duration) {
 		}
 		return s
 	}
-	if profile == l2.Fast {
+	if profile == speaker.Fast {
 		for i := range *creates {
 			t0 := time.Now()
 			if _, err := cs.CoreV1().Services("default").Create(ctx, svc(fmt.Sprintf("c%d", i), ""), metav1.CreateOptions{}); err != nil {

@@ -34,7 +34,7 @@ import (
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/cloudless-dev/cloudless/internal/footprint"
-	"github.com/cloudless-dev/cloudless/internal/lb/l2"
+	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
 	"github.com/cloudless-dev/cloudless/internal/network"
 )
 
@@ -70,9 +70,9 @@ type Config struct {
 	// absent is fine).
 	RegistriesFile string
 	// LBARPRefresh is how often announced load-balancer addresses are
-	// re-sent as gratuitous ARP (0: l2.DefaultRefresh).
+	// re-sent as gratuitous ARP (0: speaker.DefaultRefresh).
 	LBARPRefresh time.Duration
-	// LBFailureDetection is l2.Fast or l2.Tolerant ("": Fast).
+	// LBFailureDetection is speaker.Fast or speaker.Tolerant ("": Fast).
 	LBFailureDetection string
 }
 
@@ -284,11 +284,18 @@ func (a *Agent) run(ctx context.Context) error {
 		return err
 	}
 	go func() { errc <- a.net.Run(ctx, cs) }()
-	go a.runSpeaker(ctx)
+	speakerDone := make(chan struct{})
+	go func() { defer close(speakerDone); a.runSpeaker(ctx) }()
 	close(a.ready)
 	a.log.Info("node is up", "node", a.cfg.NodeName)
 	select {
 	case <-ctx.Done():
+		// The speaker ends its BGP sessions with a Cease, so that routers
+		// withdraw this node's routes now, not after the hold time.
+		select {
+		case <-speakerDone:
+		case <-time.After(5 * time.Second):
+		}
 		return nil
 	case err := <-errc:
 		if ctx.Err() != nil {
@@ -401,7 +408,7 @@ func (a *Agent) runSpeaker(ctx context.Context) {
 	for {
 		rc, err := clientcmd.BuildConfigFromFlags("", a.cfg.Kubeconfig)
 		if err == nil {
-			err = (&l2.Speaker{Node: a.cfg.NodeName, NodeIP: a.cfg.NodeIP, Refresh: a.cfg.LBARPRefresh, Detection: a.cfg.LBFailureDetection, Log: log}).Run(ctx, rc)
+			err = (&speaker.Speaker{Node: a.cfg.NodeName, NodeIP: a.cfg.NodeIP, Refresh: a.cfg.LBARPRefresh, Detection: a.cfg.LBFailureDetection, Log: log}).Run(ctx, rc)
 		}
 		if ctx.Err() != nil {
 			return

@@ -16,7 +16,7 @@ import (
 	"github.com/cloudless-dev/cloudless/internal/agent"
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
 	"github.com/cloudless-dev/cloudless/internal/klogslog"
-	"github.com/cloudless-dev/cloudless/internal/lb/l2"
+	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
 	"github.com/cloudless-dev/cloudless/internal/token"
 )
 
@@ -24,8 +24,8 @@ func newAgentCmd(logger func() (*slog.Logger, error)) *cobra.Command {
 	var server, tok, dataDir, nodeName, nodeIP, resolvConf string
 	var kubeletArgs, labels []string
 	registries := agent.DefaultRegistriesFile
-	arpRefresh := l2.DefaultRefresh
-	detection := l2.Fast
+	arpRefresh := speaker.DefaultRefresh
+	detection := speaker.Fast
 	dataDir = controlplane.DefaultConfig().DataDir
 	cmd := &cobra.Command{
 		Use:   "agent --server https://HOST:6443 --token TOKEN",
@@ -64,11 +64,11 @@ Flags may also come from CLOUDLESS_<FLAG> or the --config file. Must run as root
 			if errs := validation.IsDNS1123Subdomain(nodeName); len(errs) > 0 {
 				return fmt.Errorf("node name %q: %s (give --node-name)", nodeName, strings.Join(errs, "; "))
 			}
-			if err := l2.CheckDetection(detection); err != nil {
+			if err := speaker.CheckDetection(detection); err != nil {
 				return err
 			}
 			if arpRefresh < time.Second {
-				return fmt.Errorf("--lb-arp-refresh %s: want 1s or more (default %s); switches age MAC entries out after minutes", arpRefresh, l2.DefaultRefresh)
+				return fmt.Errorf("--lb-arp-refresh %s: want 1s or more (default %s); switches age MAC entries out after minutes", arpRefresh, speaker.DefaultRefresh)
 			}
 			if nodeIP == "" {
 				ip, err := controlplane.DefaultAddress()
@@ -114,8 +114,8 @@ Flags may also come from CLOUDLESS_<FLAG> or the --config file. Must run as root
 	f.StringVar(&nodeName, "node-name", "", "this node's name (default: the hostname, lowercased)")
 	f.StringVar(&nodeIP, "node-ip", "", "address the cluster reaches this node on (default: the default route's interface)")
 	f.StringSliceVar(&labels, "node-label", nil, "label to register the node with, key=value (repeatable; not kubernetes.io/ labels)")
-	f.StringVar(&detection, "lb-failure-detection", detection, l2.DetectionHelp)
-	f.DurationVar(&arpRefresh, "lb-arp-refresh", arpRefresh, l2.RefreshHelp)
+	f.StringVar(&detection, "lb-failure-detection", detection, speaker.DetectionHelp)
+	f.DurationVar(&arpRefresh, "lb-arp-refresh", arpRefresh, speaker.RefreshHelp)
 	f.StringVar(&registries, "registries", registries, "registry mirrors file (mirrors.<registry>.endpoint, configs.<host>.tls); may be absent")
 	f.StringArrayVar(&kubeletArgs, "kubelet-arg", nil, "extra kubelet flag (repeatable, applied last)")
 	f.StringVar(&resolvConf, "resolv-conf", "", "file naming this node's upstream DNS resolvers (default: /etc/resolv.conf, or systemd-resolved's when that holds only its stub)")

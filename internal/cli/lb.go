@@ -14,7 +14,7 @@ import (
 
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
 	"github.com/cloudless-dev/cloudless/internal/lb"
-	"github.com/cloudless-dev/cloudless/internal/lb/l2"
+	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
 )
 
 // lbService is one row of `cloudless lb status`.
@@ -28,6 +28,9 @@ type lbService struct {
 	// Announcer is the newest AnnouncingL2 event's node and its words.
 	Announcer string `json:"announcer,omitempty"`
 	Announced string `json:"announced,omitempty"`
+	// BGPNodes are the nodes whose newest BGP event for the Service is
+	// AnnouncingBGP, not WithdrawnBGP.
+	BGPNodes []string `json:"bgpNodes,omitempty"`
 }
 
 func newLBCmd() *cobra.Command {
@@ -40,9 +43,10 @@ func newLBCmd() *cobra.Command {
 		Long: `List every LoadBalancer Service of the built-in load balancer (no other
 loadBalancerClass): its addresses, the IPAddressPool they came from, why it
 has none (the allocator's condition cloudless.dev/LoadBalancerAllocated),
-and which node announces it by ARP (the newest AnnouncingL2 event; events
-expire after an hour, so an address announced longer by the same node may
-show none).
+which node announces it by ARP (the newest AnnouncingL2 event), and which
+nodes advertise it to BGP routers (each node's newest AnnouncingBGP or
+WithdrawnBGP event). Events expire after an hour, so an address announced
+longer by the same node may show none.
 
 Run on a server; it uses <data-dir>/server/cred/admin.kubeconfig.`,
 		Args: cobra.NoArgs,
@@ -59,18 +63,28 @@ Run on a server; it uses <data-dir>/server/cred/admin.kubeconfig.`,
 			if err != nil {
 				return fmt.Errorf("list Services: %w", err)
 			}
-			evs, err := cs.CoreV1().Events("").List(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("reason", "AnnouncingL2").String()})
-			if err != nil {
-				return fmt.Errorf("list events: %w", err)
-			}
-			newest := map[string]corev1.Event{}
-			for _, e := range evs.Items {
-				if e.Source.Component != l2.Component {
-					continue
+			newest := map[string]corev1.Event{}               // Service -> newest L2 event
+			bgpNewest := map[string]map[string]corev1.Event{} // Service -> node -> newest BGP event
+			for _, reason := range []string{speaker.ReasonL2, speaker.ReasonBGP, speaker.ReasonBGPWithdrawn} {
+				evs, err := cs.CoreV1().Events("").List(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("reason", reason).String()})
+				if err != nil {
+					return fmt.Errorf("list events: %w", err)
 				}
-				k := e.InvolvedObject.Namespace + "/" + e.InvolvedObject.Name
-				if cur, ok := newest[k]; !ok || eventTime(e).After(eventTime(cur).Time) {
-					newest[k] = e
+				for _, e := range evs.Items {
+					if e.Source.Component != speaker.Component {
+						continue
+					}
+					k := e.InvolvedObject.Namespace + "/" + e.InvolvedObject.Name
+					m := newest
+					if reason != speaker.ReasonL2 {
+						if bgpNewest[k] == nil {
+							bgpNewest[k] = map[string]corev1.Event{}
+						}
+						m, k = bgpNewest[k], e.Source.Host
+					}
+					if cur, ok := m[k]; !ok || eventTime(e).After(eventTime(cur).Time) {
+						m[k] = e
+					}
 				}
 			}
 			var rows []lbService
@@ -90,6 +104,12 @@ Run on a server; it uses <data-dir>/server/cred/admin.kubeconfig.`,
 				if e, ok := newest[r.Service]; ok && len(r.Addresses) > 0 {
 					r.Announcer, r.Announced = e.Source.Host, e.Message
 				}
+				for node, e := range bgpNewest[r.Service] {
+					if e.Reason == speaker.ReasonBGP && len(r.Addresses) > 0 {
+						r.BGPNodes = append(r.BGPNodes, node)
+					}
+				}
+				slices.Sort(r.BGPNodes)
 				rows = append(rows, r)
 			}
 			slices.SortFunc(rows, func(a, b lbService) int { return strings.Compare(a.Service, b.Service) })
@@ -104,7 +124,11 @@ Run on a server; it uses <data-dir>/server/cred/admin.kubeconfig.`,
 					if !r.Allocated {
 						status = r.Reason + ": " + r.Message
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", r.Service, dash(strings.Join(r.Addresses, ",")), dash(r.Pool), dash(r.Announcer), status)
+					by := r.Announcer
+					if len(r.BGPNodes) > 0 {
+						by = strings.TrimPrefix(by+" bgp:"+strings.Join(r.BGPNodes, ","), " ")
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", r.Service, dash(strings.Join(r.Addresses, ",")), dash(r.Pool), dash(by), status)
 				}
 				if len(rows) == 0 {
 					fmt.Fprintln(w, "(no LoadBalancer Services)")

@@ -7,7 +7,7 @@ import (
 
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
 	"github.com/cloudless-dev/cloudless/internal/klogslog"
-	"github.com/cloudless-dev/cloudless/internal/lb/l2"
+	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
 )
 
 func newServerCmd(logger func() (*slog.Logger, error)) *cobra.Command {
@@ -75,8 +75,8 @@ Image archives dropped in <data-dir>/agent/images/ are imported.`,
 	f.StringVar(&cfg.ClusterDomain, "cluster-domain", cfg.ClusterDomain, "cluster DNS domain")
 	f.StringVar(&cfg.NetworkBackend, "network-backend", cfg.NetworkBackend, "how pod traffic crosses nodes: vxlan (works across routed networks) or host-gw (every node on one L2 network, no encapsulation)")
 	f.StringVar(&cfg.ProxyMode, "proxy-mode", cfg.ProxyMode, "kube-proxy mode on every node: nftables, iptables or ipvs (a node without the kernel support falls back, and says so)")
-	f.DurationVar(&cfg.LBARPRefresh, "lb-arp-refresh", cfg.LBARPRefresh, l2.RefreshHelp)
-	f.StringVar(&cfg.LBFailureDetection, "lb-failure-detection", cfg.LBFailureDetection, l2.DetectionHelp)
+	f.DurationVar(&cfg.LBARPRefresh, "lb-arp-refresh", cfg.LBARPRefresh, speaker.RefreshHelp)
+	f.StringVar(&cfg.LBFailureDetection, "lb-failure-detection", cfg.LBFailureDetection, speaker.DetectionHelp)
 	f.BoolVar(&cfg.LBNodePorts, "lb-node-ports", cfg.LBNodePorts, "give new LoadBalancer Services a NodePort each, as upstream does (default: allocateLoadBalancerNodePorts false unless the Service sets it; the built-in load balancer needs none)")
 	f.IntVar(&cfg.PodDNSNdots, "pod-dns-ndots", cfg.PodDNSNdots, "ndots for pods on cluster DNS that set none (0 keeps the kubelet's 5, which costs up to 4 extra queries per external lookup)")
 	f.StringVar(&cfg.ResolvConf, "resolv-conf", "", "file naming this node's upstream DNS resolvers (default: /etc/resolv.conf, or systemd-resolved's when that holds only its stub)")

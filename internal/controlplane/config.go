@@ -13,7 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/cloudless-dev/cloudless/internal/datastore"
-	"github.com/cloudless-dev/cloudless/internal/lb/l2"
+	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
 	"github.com/cloudless-dev/cloudless/internal/network"
 )
 
@@ -99,8 +99,8 @@ func DefaultConfig() Config {
 		NetworkBackend:     network.BackendVXLAN,
 		ProxyMode:          network.ProxyNFTables,
 		PodDNSNdots:        2,
-		LBARPRefresh:       l2.DefaultRefresh,
-		LBFailureDetection: l2.Fast,
+		LBARPRefresh:       speaker.DefaultRefresh,
+		LBFailureDetection: speaker.Fast,
 		CertValidity:       365 * 24 * time.Hour,
 		RenewBefore:        120 * 24 * time.Hour,
 
@@ -145,11 +145,11 @@ func (c *Config) Validate() error {
 	if err := network.ValidateModes(c.NetworkBackend, c.ProxyMode); err != nil {
 		return fmt.Errorf("--network-backend/--proxy-mode: %w", err)
 	}
-	if err := l2.CheckDetection(c.LBFailureDetection); err != nil {
+	if err := speaker.CheckDetection(c.LBFailureDetection); err != nil {
 		return err
 	}
 	if c.LBARPRefresh < time.Second {
-		return fmt.Errorf("--lb-arp-refresh %s: want 1s or more (default %s); switches age MAC entries out after minutes", c.LBARPRefresh, l2.DefaultRefresh)
+		return fmt.Errorf("--lb-arp-refresh %s: want 1s or more (default %s); switches age MAC entries out after minutes", c.LBARPRefresh, speaker.DefaultRefresh)
 	}
 	if c.PodDNSNdots < 0 || c.PodDNSNdots > 15 {
 		return fmt.Errorf("--pod-dns-ndots %d: want 0 (keep the kubelet's 5) to 15", c.PodDNSNdots)

@@ -19,7 +19,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/cloudless-dev/cloudless/internal/lb"
-	"github.com/cloudless-dev/cloudless/internal/lb/l2"
+	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
 	"github.com/cloudless-dev/cloudless/internal/token"
 )
 
@@ -53,20 +53,29 @@ func (s *Server) ensureLBObjects(ctx context.Context, rc *rest.Config, cs kubern
 	if _, err := rand.Read(key); err != nil {
 		return err
 	}
-	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: l2.MemberlistSecret, Namespace: metav1.NamespaceSystem}, Data: map[string][]byte{l2.MemberlistKey: key}}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: speaker.MemberlistSecret, Namespace: metav1.NamespaceSystem}, Data: map[string][]byte{speaker.MemberlistKey: key}}
 	if _, err := cs.CoreV1().Secrets(metav1.NamespaceSystem).Create(ctx, secret, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create Secret %s: %w", l2.MemberlistSecret, err)
+		return fmt.Errorf("create Secret %s: %w", speaker.MemberlistSecret, err)
 	}
-	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "cloudless:lb-memberlist", Namespace: metav1.NamespaceSystem},
-		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{l2.MemberlistSecret}, Verbs: []string{"get"}}}}
-	if _, err := cs.RbacV1().Roles(role.Namespace).Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create Role %s: %w", role.Name, err)
+	// Nodes read that one Secret in kube-system, and the BGP peers'
+	// password Secrets in metallb-system (MetalLB's speaker reads the
+	// same).
+	roles := []*rbacv1.Role{
+		{ObjectMeta: metav1.ObjectMeta{Name: "cloudless:lb-memberlist", Namespace: metav1.NamespaceSystem},
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{speaker.MemberlistSecret}, Verbs: []string{"get"}}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "cloudless:lb-bgp-passwords", Namespace: lb.Namespace},
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "list", "watch"}}}},
 	}
-	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: role.Name, Namespace: metav1.NamespaceSystem},
-		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
-		Subjects: []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: "system:nodes"}}}
-	if _, err := cs.RbacV1().RoleBindings(rb.Namespace).Create(ctx, rb, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create RoleBinding %s: %w", rb.Name, err)
+	for _, role := range roles {
+		if _, err := cs.RbacV1().Roles(role.Namespace).Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create Role %s/%s: %w", role.Namespace, role.Name, err)
+		}
+		rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: role.Name, Namespace: role.Namespace},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+			Subjects: []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: "system:nodes"}}}
+		if _, err := cs.RbacV1().RoleBindings(rb.Namespace).Create(ctx, rb, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create RoleBinding %s/%s: %w", rb.Namespace, rb.Name, err)
+		}
 	}
 	return nil
 }

@@ -63,16 +63,22 @@ func SelectedBy(sels []metav1.LabelSelector, set map[string]string) bool {
 	return false
 }
 
-// AdvertisesPool reports whether the L2Advertisement covers the pool
-// (named, selected by its labels, or every pool when it names none).
-func (a *L2AdvertisementSpec) AdvertisesPool(name string, poolLabels map[string]string) bool {
-	if len(a.IPAddressPools) == 0 && len(a.IPAddressPoolSelectors) == 0 {
+// AdvertisesPool reports whether an advertisement with these pools and
+// pool selectors covers the pool name (named, selected by its labels,
+// or every pool when it names none). L2 and BGP advertisements alike.
+func AdvertisesPool(pools []string, selectors []metav1.LabelSelector, name string, poolLabels map[string]string) bool {
+	if len(pools) == 0 && len(selectors) == 0 {
 		return true
 	}
-	for _, p := range a.IPAddressPools {
+	for _, p := range pools {
 		if p == name {
 			return true
 		}
 	}
-	return len(a.IPAddressPoolSelectors) > 0 && SelectedBy(a.IPAddressPoolSelectors, poolLabels)
+	return len(selectors) > 0 && SelectedBy(selectors, poolLabels)
+}
+
+// AdvertisesPool: see the function of that name.
+func (a *L2AdvertisementSpec) AdvertisesPool(name string, poolLabels map[string]string) bool {
+	return AdvertisesPool(a.IPAddressPools, a.IPAddressPoolSelectors, name, poolLabels)
 }

@@ -19,7 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/cloudless-dev/cloudless/internal/lb"
-	"github.com/cloudless-dev/cloudless/internal/lb/l2"
+	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
 	"github.com/cloudless-dev/cloudless/internal/testutil/nodens"
 )
 
@@ -131,7 +131,7 @@ spec:
 			out, err := exec.Command("ip", "netns", "exec", l.client, appBinary(t), "get", "http://"+ip+"/").CombinedOutput()
 			return err == nil && string(out) == "pong", fmt.Errorf("%v: %s", err, out)
 		})
-		waitEventFrom(t, ctx, c, svcName, "AnnouncingL2", want)
+		waitEventFrom(t, ctx, c, svcName, speaker.ReasonL2, want)
 		return want
 	}
 	first := check(ip, "web-lb", []string{"node-a", "node-b"})
@@ -206,6 +206,12 @@ spec:
 		t.Log("node-b was already NotReady: the takeover may have come from the Node's condition, not the gossip")
 	}
 	exec.Command("ip", "-n", c.b.Name, "link", "set", "lan0", "up").Run()
+	c.restartAgentB(t, ctx)
+}
+
+// restartAgentB starts node-b's agent again, after a test stopped it.
+func (c *netCluster) restartAgentB(t *testing.T, ctx context.Context) {
+	t.Helper()
 	c.agentB = startCmd(t, c.b.Command(cloudlessBin, c.agentBArgs...))
 	poll(t, ctx, "node-b's restarted agent up", func() (bool, error) {
 		if c.agentB.exited() {
@@ -225,7 +231,7 @@ func waitEventFrom(t *testing.T, ctx context.Context, c *netCluster, name, reaso
 			return false, err
 		}
 		for _, e := range evs.Items {
-			if e.Reason == reason && e.Source.Component == l2.Component && strings.HasPrefix(e.Message, node+" ") {
+			if e.Reason == reason && e.Source.Component == speaker.Component && strings.HasPrefix(e.Message, node+" ") {
 				return true, nil
 			}
 		}

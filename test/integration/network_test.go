@@ -506,6 +506,7 @@ func TestNetwork(t *testing.T) {
 	})
 
 	t.Run("LoadBalancer on the LAN", func(t *testing.T) { testLoadBalancerL2(t, ctx, c) })
+	t.Run("LoadBalancer by BGP", func(t *testing.T) { testLoadBalancerBGP(t, ctx, c) })
 
 	t.Run("agent restart keeps connections", func(t *testing.T) {
 		// A keep-alive connection from the host through node-b's NodePort

@@ -1,4 +1,4 @@
-package l2
+package speaker
 
 // Which nodes' speakers are alive, by memberlist gossip between them
 // (hashicorp/memberlist, SWIM): far faster than the Node's Ready

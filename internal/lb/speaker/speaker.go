@@ -7,7 +7,7 @@
 //
 // It reads through informers, so it keeps announcing from its cache
 // while the API server is unreachable.
-package l2
+package speaker
 
 import (
 	"context"
@@ -41,6 +41,7 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/cloudless-dev/cloudless/internal/lb"
+	"github.com/cloudless-dev/cloudless/internal/lb/bgp"
 )
 
 // DefaultRefresh is how often announced addresses are re-sent as
@@ -109,6 +110,12 @@ func (s *Speaker) Run(ctx context.Context, rc *rest.Config) error {
 	slicesInf := f.Discovery().V1().EndpointSlices()
 	ads := df.ForResource(gvr("L2Advertisement"))
 	pools := df.ForResource(gvr("IPAddressPool"))
+	bgpPeers := df.ForResource(gvr("BGPPeer"))
+	bgpAds := df.ForResource(gvr("BGPAdvertisement"))
+	communities := df.ForResource(gvr("Community"))
+	// BGP passwords, from Secrets in metallb-system only.
+	sf := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(lb.Namespace))
+	secrets := sf.Core().V1().Secrets()
 	kick := make(chan struct{}, 1)
 	poke := func(any) {
 		select {
@@ -117,7 +124,8 @@ func (s *Speaker) Run(ctx context.Context, rc *rest.Config) error {
 		}
 	}
 	h := cache.ResourceEventHandlerFuncs{AddFunc: poke, UpdateFunc: func(_, o any) { poke(o) }, DeleteFunc: poke}
-	for _, inf := range []cache.SharedIndexInformer{svcs.Informer(), nodes.Informer(), slicesInf.Informer(), ads.Informer(), pools.Informer()} {
+	for _, inf := range []cache.SharedIndexInformer{svcs.Informer(), nodes.Informer(), slicesInf.Informer(), ads.Informer(), pools.Informer(),
+		bgpPeers.Informer(), bgpAds.Informer(), communities.Informer(), secrets.Informer()} {
 		if _, err := inf.AddEventHandler(h); err != nil {
 			return err
 		}
@@ -128,17 +136,25 @@ func (s *Speaker) Run(ctx context.Context, rc *rest.Config) error {
 	events := b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: Component, Host: s.Node})
 	f.Start(ctx.Done())
 	df.Start(ctx.Done())
+	sf.Start(ctx.Done())
 	defer f.Shutdown()
 	defer df.Shutdown()
+	defer sf.Shutdown()
 	f.WaitForCacheSync(ctx.Done())
 	df.WaitForCacheSync(ctx.Done())
+	sf.WaitForCacheSync(ctx.Done())
 	refresh := s.Refresh
 	if refresh == 0 {
 		refresh = DefaultRefresh
 	}
 	resp := newResponder(s.Log, refresh)
 	defer resp.close()
-	st := state{node: s.Node, svcs: svcs.Lister(), nodes: nodes.Lister(), slices: slicesInf.Lister(), ads: ads.Lister(), pools: pools.Lister()}
+	st := state{node: s.Node, svcs: svcs.Lister(), nodes: nodes.Lister(), slices: slicesInf.Lister(), ads: ads.Lister(), pools: pools.Lister(),
+		bgpPeers: bgpPeers.Lister(), bgpAds: bgpAds.Lister(), communities: communities.Lister(), secrets: secrets.Lister().Secrets(lb.Namespace)}
+	// Close ends the BGP sessions with a Cease, so routers withdraw this
+	// node's routes at once when the agent stops.
+	routes := &bgp.Speaker{NodeIP: s.NodeIP, Log: s.Log.With("part", "bgp")}
+	defer routes.Close()
 	// Gossip with the other speakers for fast failure detection; without
 	// it (no key, port taken), the Nodes' Ready condition alone decides.
 	if key, err := memberlistKey(ctx, cs); err != nil {
@@ -151,7 +167,9 @@ func (s *Speaker) Run(ctx context.Context, rc *rest.Config) error {
 	}
 	rejoin := time.NewTicker(5 * time.Second)
 	defer rejoin.Stop()
-	was := map[string]string{} // Service key -> what this node said it announces
+	was := map[string]string{}             // Service key and reason -> what this node said it announces
+	wasObj := map[string]*corev1.Service{} // the same keys -> the Service
+	reported := map[string]string{}        // kind/name -> the problem last reported
 	for {
 		select {
 		case <-ctx.Done():
@@ -164,34 +182,144 @@ func (s *Speaker) Run(ctx context.Context, rc *rest.Config) error {
 		st.join()
 		want, bySvc := st.desired(s.Log)
 		resp.set(ctx, want)
+		plan := st.bgpPlan(s.Log)
+		routes.Set(ctx, plan.peers, plan.routes)
 		// An event when this node starts announcing a Service's addresses.
+		now := map[string]bool{}
+		say := func(key, reason string, obj *corev1.Service, msg string) {
+			now[key+"/"+reason] = true
+			if was[key+"/"+reason] != msg {
+				events.Event(obj, corev1.EventTypeNormal, reason, msg)
+			}
+			was[key+"/"+reason] = msg
+			wasObj[key+"/"+reason] = obj
+		}
 		for key, svc := range bySvc {
 			var parts []string
 			for _, ip := range svc.ips {
 				parts = append(parts, ip.String())
 			}
-			msg := fmt.Sprintf("%s announces %s by ARP", s.Node, strings.Join(parts, ", "))
-			if was[key] != msg {
-				events.Event(svc.obj, corev1.EventTypeNormal, "AnnouncingL2", msg)
-			}
-			was[key] = msg
+			say(key, ReasonL2, svc.obj, fmt.Sprintf("%s announces %s by ARP", s.Node, strings.Join(parts, ", ")))
+		}
+		for key, a := range plan.bySvc {
+			say(key, ReasonBGP, a.obj, fmt.Sprintf("%s advertises %s to BGP peers %s", s.Node, strings.Join(a.prefixes, ", "), strings.Join(a.peers, ", ")))
 		}
 		for key := range was {
-			if _, ok := bySvc[key]; !ok {
-				delete(was, key)
+			if now[key] {
+				continue
 			}
+			// BGP is advertised by several nodes at once; saying when one
+			// stops lets lb status list the current ones.
+			if strings.HasSuffix(key, "/"+ReasonBGP) {
+				events.Eventf(wasObj[key], corev1.EventTypeNormal, ReasonBGPWithdrawn, "%s withdrew its BGP routes", s.Node)
+			}
+			delete(was, key)
+			delete(wasObj, key)
+		}
+		st.report(events, plan.problems, reported)
+	}
+}
+
+// Reasons of the events that say which node announces a Service.
+const (
+	ReasonL2  = "AnnouncingL2"
+	ReasonBGP = "AnnouncingBGP"
+	// ReasonBGPWithdrawn: the node stopped advertising the Service.
+	ReasonBGPWithdrawn = "WithdrawnBGP"
+)
+
+// ReasonInvalid is the Warning event's reason on a BGPPeer or
+// BGPAdvertisement this node cannot use.
+const ReasonInvalid = "InvalidConfiguration"
+
+// report sends a Warning event for each new problem, once per node.
+func (st *state) report(events record.EventRecorder, problems []problem, reported map[string]string) {
+	for _, p := range problems {
+		k := p.kind + "/" + p.name
+		if reported[k] == p.msg {
+			continue
+		}
+		reported[k] = p.msg
+		var lister cache.GenericLister = st.bgpPeers
+		if p.kind == "BGPAdvertisement" {
+			lister = st.bgpAds
+		}
+		if obj, err := lister.Get(lb.Namespace + "/" + p.name); err == nil {
+			events.Eventf(obj, corev1.EventTypeWarning, ReasonInvalid, "%s %s is not used by node %s: %s", p.kind, p.name, st.node, p.msg)
 		}
 	}
 }
 
+// bgpPlan reads the BGP inputs from the caches and plans.
+func (st *state) bgpPlan(log *slog.Logger) bgpPlan {
+	in := bgpInput{communities: map[string]string{}, poolLabels: map[string]map[string]string{}, endpointNodes: st.readyEndpointNodes}
+	in.node, _ = st.nodes.Get(st.node)
+	decode := func(l cache.GenericLister, each func(u *unstructured.Unstructured) error) {
+		objs, _ := l.List(labels.Everything())
+		for _, o := range objs {
+			u, ok := o.(*unstructured.Unstructured)
+			if !ok {
+				continue
+			}
+			if err := each(u); err != nil {
+				log.Warn("ignored: malformed", "kind", u.GetKind(), "name", u.GetName(), "err", err)
+			}
+		}
+	}
+	decode(st.bgpPeers, func(u *unstructured.Unstructured) error {
+		var p lb.BGPPeer
+		err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &p)
+		if err == nil {
+			in.peers = append(in.peers, p)
+		}
+		return err
+	})
+	decode(st.bgpAds, func(u *unstructured.Unstructured) error {
+		var a lb.BGPAdvertisement
+		err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &a)
+		if err == nil {
+			in.ads = append(in.ads, a)
+		}
+		return err
+	})
+	decode(st.communities, func(u *unstructured.Unstructured) error {
+		var c lb.Community
+		err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &c)
+		for _, a := range c.Spec.Communities {
+			in.communities[a.Name] = a.Value
+		}
+		return err
+	})
+	decode(st.pools, func(u *unstructured.Unstructured) error {
+		in.poolLabels[u.GetName()] = u.GetLabels()
+		return nil
+	})
+	in.svcs, _ = st.svcs.List(labels.Everything())
+	in.secret = func(name string) (string, error) {
+		sec, err := st.secrets.Get(name)
+		if err != nil {
+			return "", fmt.Errorf("spec.passwordSecret %s/%s: %w", lb.Namespace, name, err)
+		}
+		pw, ok := sec.Data[PasswordKey]
+		if !ok {
+			return "", fmt.Errorf("spec.passwordSecret %s/%s has no key %q (want a Secret of type kubernetes.io/basic-auth)", lb.Namespace, name, PasswordKey)
+		}
+		return string(pw), nil
+	}
+	return planBGP(in)
+}
+
 type state struct {
-	node       string
-	svcs       corelisters.ServiceLister
-	nodes      corelisters.NodeLister
-	slices     discoverylisters.EndpointSliceLister
-	ads, pools cache.GenericLister
-	members    *members // nil: no gossip
-	lastJoin   time.Time
+	node             string
+	svcs             corelisters.ServiceLister
+	nodes            corelisters.NodeLister
+	slices           discoverylisters.EndpointSliceLister
+	ads, pools       cache.GenericLister
+	bgpPeers, bgpAds cache.GenericLister
+	communities      cache.GenericLister
+	secrets          corelisters.SecretNamespaceLister
+	members          *members // nil: no gossip
+	lastJoin         time.Time
 }
 
 // join asks memberlist to contact the nodes it does not see alive, at
