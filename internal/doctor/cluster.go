@@ -3,6 +3,7 @@ package doctor
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -11,13 +12,17 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/cloudless-dev/cloudless/internal/lb"
 	"github.com/cloudless-dev/cloudless/internal/lint"
+	"github.com/cloudless-dev/cloudless/internal/network"
 )
 
 // clusterChecks reads the cluster once and checks it. An unreachable
@@ -76,6 +81,12 @@ func clusterChecks(ctx context.Context, cfg Config, r *reporter) error {
 			}
 		}
 	}
+	if dyn, err := dynamic.NewForConfig(rc); err == nil {
+		if l, err := dyn.Resource(lbPools).Namespace(lb.Namespace).List(ctx, all); err == nil {
+			gws, _ := network.Gateways()
+			poolChecks(l.Items, gws, r)
+		}
+	}
 	if l, err := cs.NetworkingV1().NetworkPolicies("").List(ctx, all); err == nil {
 		for i := range l.Items {
 			add("NetworkPolicy", &l.Items[i], &l.Items[i])
@@ -109,6 +120,34 @@ func clusterChecks(ctx context.Context, cfg Config, r *reporter) error {
 	}
 	surgeChecks(deps.Items, pods.Items, nodes.Items, r)
 	return nil
+}
+
+var lbPools = schema.GroupVersionResource{Group: lb.Group, Version: lb.ResourceOf("IPAddressPool").Versions[0], Resource: lb.ResourceOf("IPAddressPool").Plural}
+
+// poolChecks reports IPAddressPools holding one of this machine's
+// gateways: the allocator would give the router's address to a
+// Service, and the node announcing it would take the LAN's traffic for
+// the router.
+func poolChecks(pools []unstructured.Unstructured, gateways []netip.Addr, r *reporter) {
+	for _, u := range pools {
+		var p lb.IPAddressPool
+		if runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &p) != nil {
+			continue
+		}
+		parsed, err := lb.ParsePool(&p)
+		if err != nil {
+			continue // the allocator reports it (InvalidPool)
+		}
+		for _, gw := range gateways {
+			for _, rg := range parsed.Ranges {
+				if rg.Contains(gw) {
+					r.add("CL-LB-006", lint.Error, "IPAddressPool "+lb.Namespace+"/"+p.Name,
+						fmt.Sprintf("its range %s holds %s, a gateway of this machine: a Service given that address would be announced in the router's place and cut the LAN off", rg, gw),
+						"take the router's address out of spec.addresses (use a range that stops short of it)")
+				}
+			}
+		}
+	}
 }
 
 // surgeChecks reports Deployments whose rolling update needs more free

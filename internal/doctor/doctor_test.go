@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,10 +17,12 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
 	"github.com/cloudless-dev/cloudless/internal/datastore/engine/pebble"
+	"github.com/cloudless-dev/cloudless/internal/lb"
 	"github.com/cloudless-dev/cloudless/internal/lint"
 	"github.com/cloudless-dev/cloudless/internal/pki"
 )
@@ -283,5 +286,35 @@ func TestDiskBelowReserve(t *testing.T) {
 				t.Fatalf("CL-DS-003 findings = %+v, want found %v with severity %v", got, tt.found, tt.want)
 			}
 		})
+	}
+}
+
+func TestPoolChecks(t *testing.T) {
+	pool := func(name string, addrs ...any) unstructured.Unstructured {
+		return unstructured.Unstructured{Object: map[string]any{"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+			"metadata": map[string]any{"name": name, "namespace": lb.Namespace}, "spec": map[string]any{"addresses": addrs}}}
+	}
+	gws := []netip.Addr{netip.MustParseAddr("192.168.1.1"), netip.MustParseAddr("fd00::1")}
+	for _, tc := range []struct {
+		pool unstructured.Unstructured
+		want int
+	}{
+		{pool("whole-lan", "192.168.1.0/24"), 1},
+		{pool("range-over-router", "192.168.1.1-192.168.1.9"), 1},
+		{pool("stops-short", "192.168.1.200-192.168.1.250"), 0},
+		{pool("v6", "fd00::/120"), 1},
+		{pool("other-lan", "192.168.2.0/24"), 0},
+		{pool("malformed", "192.168.1.0/33"), 0}, // the allocator's to report
+	} {
+		r := &reporter{}
+		poolChecks([]unstructured.Unstructured{tc.pool}, gws, r)
+		if len(r.findings) != tc.want {
+			t.Errorf("%s: %v, want %d CL-LB-006", tc.pool.GetName(), r.findings, tc.want)
+		}
+		for _, f := range r.findings {
+			if f.ID != "CL-LB-006" || !strings.Contains(f.Object, tc.pool.GetName()) {
+				t.Errorf("%s: %+v", tc.pool.GetName(), f)
+			}
+		}
 	}
 }

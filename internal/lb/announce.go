@@ -32,21 +32,33 @@ func Announcer(ip netip.Addr, nodes []string) string {
 	return best
 }
 
-// NodeCanAnnounce: Ready, its network available, not excluded.
+// NodeCanAnnounce: Ready and not excluded.
 func NodeCanAnnounce(n *corev1.Node) bool {
+	return !NodeExcluded(n) && NodeReady(n)
+}
+
+// NodeExcluded: labelled out of load balancers, or its network
+// unavailable.
+func NodeExcluded(n *corev1.Node) bool {
 	if _, excluded := n.Labels[ExcludeLabel]; excluded {
-		return false
+		return true
 	}
-	ready := false
 	for _, c := range n.Status.Conditions {
-		switch {
-		case c.Type == corev1.NodeReady:
-			ready = c.Status == corev1.ConditionTrue
-		case c.Type == corev1.NodeNetworkUnavailable && c.Status == corev1.ConditionTrue:
-			return false
+		if c.Type == corev1.NodeNetworkUnavailable && c.Status == corev1.ConditionTrue {
+			return true
 		}
 	}
-	return ready
+	return false
+}
+
+// NodeReady: the Node's Ready condition is True.
+func NodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 // SelectedBy reports whether set matches any of sels (none: all).

@@ -55,6 +55,9 @@ func CRDs() []*apiextensionsv1.CustomResourceDefinition {
 		spec, _ := r.Type.FieldByName("Spec")
 		specSchema := schemaOf(spec.Type)
 		specSchema.XPreserveUnknownFields = ptr.To(true)
+		if v := validations[r.Kind]; v != nil {
+			v(&specSchema)
+		}
 		schema := apiextensionsv1.JSONSchemaProps{
 			Type: "object",
 			Properties: map[string]apiextensionsv1.JSONSchemaProps{
@@ -86,6 +89,51 @@ func CRDs() []*apiextensionsv1.CustomResourceDefinition {
 		out = append(out, crd)
 	}
 	return out
+}
+
+// validations reject, when an object is written, what is wrong in the
+// object itself: the API server answers with the object's name, the
+// field and the rule's message, and the object is not stored. What
+// needs other objects (overlapping pools, a missing pool) is reported
+// by the allocator and speakers as events instead.
+var validations = map[string]func(spec *apiextensionsv1.JSONSchemaProps){
+	"IPAddressPool": func(spec *apiextensionsv1.JSONSchemaProps) {
+		a := spec.Properties["addresses"]
+		a.MaxItems = ptr.To[int64](1024)
+		a.Items.Schema.MaxLength = ptr.To[int64](100)
+		a.Items.Schema.XValidations = apiextensionsv1.ValidationRules{{
+			Rule: `isCIDR(self) || (self.split('-').size() == 2 && isIP(self.split('-')[0].trim()) && isIP(self.split('-')[1].trim()) && ` +
+				`ip(self.split('-')[0].trim()).family() == ip(self.split('-')[1].trim()).family())`,
+			Message: "each address must be a CIDR (192.168.10.0/24) or a range within one family (192.168.10.10-192.168.10.20)",
+		}}
+		spec.Properties["addresses"] = a
+	},
+	"BGPPeer": func(spec *apiextensionsv1.JSONSchemaProps) {
+		asn := func(name string, min float64) {
+			p := spec.Properties[name]
+			p.Minimum, p.Maximum = ptr.To(min), ptr.To(float64(1<<32-1))
+			spec.Properties[name] = p
+		}
+		asn("myASN", 1)
+		asn("peerASN", 0)
+		for _, f := range []string{"peerAddress", "sourceAddress", "routerID", "password", "interface", "dynamicASN", "vrf", "bfdProfile"} {
+			p := spec.Properties[f]
+			p.MaxLength = ptr.To[int64](256)
+			spec.Properties[f] = p
+		}
+		spec.XValidations = apiextensionsv1.ValidationRules{
+			{Rule: `has(self.peerAddress) ? isIP(self.peerAddress) : has(self.interface)`, Message: "spec.peerAddress must be the router's IP address"},
+			{Rule: `!has(self.sourceAddress) || isIP(self.sourceAddress)`, Message: "spec.sourceAddress must be an IP address"},
+			{Rule: `has(self.dynamicASN) || (has(self.peerASN) && self.peerASN > 0)`, Message: "spec.peerASN (the router's AS number, 1-4294967295) is required unless spec.dynamicASN is set"},
+		}
+	},
+	"BGPAdvertisement": func(spec *apiextensionsv1.JSONSchemaProps) {
+		for name, max := range map[string]float64{"aggregationLength": 32, "aggregationLengthV6": 128} {
+			p := spec.Properties[name]
+			p.Minimum, p.Maximum = ptr.To(0.0), ptr.To(max)
+			spec.Properties[name] = p
+		}
+	},
 }
 
 var durationType = reflect.TypeFor[metav1.Duration]()

@@ -10,7 +10,9 @@ import (
 	"slices"
 	"strings"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/cloudless-dev/cloudless/internal/lb"
 )
@@ -82,6 +84,37 @@ var lbChecks = []Check{
 			}
 		}
 	}},
+	{ID: "CL-LB-007", Severity: Warning, Title: "externalTrafficPolicy Local on a single pod", Run: func(objs []*Object, report func(*Object, string, string)) {
+		for _, o := range objs {
+			s, ok := o.Obj.(*corev1.Service)
+			if !ok || s.Spec.Type != corev1.ServiceTypeLoadBalancer || s.Spec.ExternalTrafficPolicy != corev1.ServiceExternalTrafficPolicyLocal || len(s.Spec.Selector) == 0 {
+				continue
+			}
+			for _, w := range workloads(objs) {
+				if w.o.Namespace != o.Namespace || !labels.SelectorFromSet(s.Spec.Selector).Matches(labels.Set(w.labels)) {
+					continue
+				}
+				if n, single := singleReplica(w.o.Obj); single {
+					report(o, fmt.Sprintf("externalTrafficPolicy Local, and its pods come from %s %s with %s: only the one node running that pod announces the address, so every reschedule moves it (ARP caches, BGP withdrawals) and a node drain cuts it off", w.o.Kind, w.o.Name, n),
+						"run 2 or more replicas spread over nodes (topologySpreadConstraints), or use externalTrafficPolicy Cluster if the pods need not see the client's address")
+				}
+			}
+		}
+	}},
+}
+
+// singleReplica reports whether a workload runs one pod (a bare Pod, or
+// a Deployment or StatefulSet with replicas 1 or unset).
+func singleReplica(obj any) (string, bool) {
+	switch t := obj.(type) {
+	case *corev1.Pod:
+		return "a bare pod", true
+	case *appsv1.Deployment:
+		return "replicas 1", t.Spec.Replicas == nil || *t.Spec.Replicas == 1
+	case *appsv1.StatefulSet:
+		return "replicas 1", t.Spec.Replicas == nil || *t.Spec.Replicas == 1
+	}
+	return "", false
 }
 
 // shareClash says why two Services with one sharing key cannot share an

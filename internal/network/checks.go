@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -92,6 +93,28 @@ const podVethPrefix = "veth"
 // interface.
 func OwnDevice(name string) bool {
 	return ownDevices[name] || strings.HasPrefix(name, podVethPrefix)
+}
+
+// Gateways are the next hops of this machine's routes in the main
+// table (the default route's first): the LAN's routers.
+func Gateways() ([]netip.Addr, error) {
+	routes, err := netlink.RouteListFiltered(unix.AF_UNSPEC, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	var out []netip.Addr
+	for _, r := range routes {
+		hops := []net.IP{r.Gw}
+		for _, h := range r.MultiPath {
+			hops = append(hops, h.Gw)
+		}
+		for _, gw := range hops {
+			if a, ok := netip.AddrFromSlice(gw); ok && gw != nil {
+				out = append(out, a.Unmap())
+			}
+		}
+	}
+	return out, nil
 }
 
 // CheckOverlap refuses prefix (named what) if it overlaps a network this

@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/cloudless-dev/cloudless/internal/controlplane"
 	"github.com/cloudless-dev/cloudless/internal/lb"
 	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
 	"github.com/cloudless-dev/cloudless/internal/testutil/nodens"
@@ -207,12 +208,44 @@ spec:
 	}
 	exec.Command("ip", "-n", c.b.Name, "link", "set", "lan0", "up").Run()
 	c.restartAgentB(t, ctx)
+
+	// The API server unreachable from node-b (its traffic with port 6443
+	// dropped): node-b goes NotReady in the API, but its speaker, alive
+	// in the gossip, keeps announcing from its cache and node-a does not
+	// take over, so one MAC still answers and the client still gets
+	// through.
+	check(onB, "web-failover", []string{"node-a", "node-b"})
+	// Both ways: with only its requests dropped, node-b would still read
+	// what the API server had already sent on its open watches.
+	port := controlplane.DefaultConfig().HTTPSPort
+	rules := fmt.Sprintf(`table ip cl-apidown {
+	chain out { type filter hook output priority 0; ip daddr %[1]s tcp dport %[2]d drop; }
+	chain in { type filter hook input priority 0; ip saddr %[1]s tcp sport %[2]d drop; }
+}`, c.a.IP, port)
+	block := c.b.Command("nft", "-f", "-")
+	block.Stdin = strings.NewReader(rules)
+	if out, err := block.CombinedOutput(); err != nil {
+		t.Fatalf("block node-b's API traffic: %v %s", err, out)
+	}
+	unblock := func() { c.b.Command("nft", "delete", "table", "ip", "cl-apidown").Run() }
+	t.Cleanup(unblock)
+	poll(t, ctx, "node-b NotReady, its API traffic dropped", func() (bool, error) {
+		n, err := c.cs.CoreV1().Nodes().Get(ctx, "node-b", metav1.GetOptions{})
+		return err == nil && !nodeIsReady(n), err
+	})
+	check(onB, "web-failover", []string{"node-a", "node-b"})
+	unblock()
+	poll(t, ctx, "node-b Ready again", func() (bool, error) {
+		n, err := c.cs.CoreV1().Nodes().Get(ctx, "node-b", metav1.GetOptions{})
+		return err == nil && nodeIsReady(n), err
+	})
 }
 
 // restartAgentB starts node-b's agent again, after a test stopped it.
+// It runs until the whole test ends, not only the subtest.
 func (c *netCluster) restartAgentB(t *testing.T, ctx context.Context) {
 	t.Helper()
-	c.agentB = startCmd(t, c.b.Command(cloudlessBin, c.agentBArgs...))
+	c.agentB = startCmd(c.t, c.b.Command(cloudlessBin, c.agentBArgs...))
 	poll(t, ctx, "node-b's restarted agent up", func() (bool, error) {
 		if c.agentB.exited() {
 			t.Fatalf("agent exited:\n%s", tail(c.agentB.stderr.Bytes(), 30))

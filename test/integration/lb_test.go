@@ -47,6 +47,24 @@ func TestLoadBalancerAllocation(t *testing.T) {
 			t.Fatalf("kubectl apply %s: %v\n%s", f, err, out)
 		}
 	}
+	// Objects wrong in themselves are refused when written, each named
+	// with its field.
+	out, err := kubectl("apply", "-f", filepath.Join("testdata", "metallb", "rejected.yaml"))
+	if err == nil {
+		t.Errorf("rejected.yaml applied:\n%s", out)
+	}
+	for _, want := range []string{
+		`IPAddressPool.metallb.io "not-an-address" is invalid: spec.addresses[0]: Invalid value: "192.168.10.0/33": each address must be a CIDR`,
+		`IPAddressPool.metallb.io "mixed-range" is invalid: spec.addresses[0]`,
+		`BGPPeer.metallb.io "asn-zero" is invalid: spec.myASN: Invalid value: 0`,
+		`BGPPeer.metallb.io "asn-too-big" is invalid: spec.myASN: Invalid value: 4294967296`,
+		`BGPPeer.metallb.io "router-by-name" is invalid: spec: Invalid value: spec.peerAddress must be the router's IP address`,
+		`BGPAdvertisement.metallb.io "aggregation-33" is invalid: spec.aggregationLength: Invalid value: 33`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("applying rejected.yaml did not say %q:\n%s", want, out)
+		}
+	}
 	// Served as MetalLB serves them: BGPPeer in v1beta2 and v1beta1.
 	if out, err := kubectl("get", "bgppeers.v1beta1.metallb.io", "-n", lb.Namespace, "sample", "-o", "jsonpath={.spec.peerAddress}"); err != nil || out != "10.0.0.1" {
 		t.Errorf("BGPPeer through v1beta1: %q %v", out, err)

@@ -36,6 +36,7 @@ import (
 // routes between them (so VXLAN crosses a routed network) and to the
 // "outside" namespaces a test adds.
 type netCluster struct {
+	t              *testing.T // the whole test's: what runs for all subtests is tied to it
 	a, b           *nodens.Node
 	dir            string
 	cs             *kubernetes.Clientset
@@ -51,7 +52,7 @@ func startNetCluster(t *testing.T, ctx context.Context, resolvConf string, serve
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &netCluster{a: nodens.New(t, "na", 11), b: nodens.New(t, "nb", 12), dir: dir}
+	c := &netCluster{t: t, a: nodens.New(t, "na", 11), b: nodens.New(t, "nb", 12), dir: dir}
 	dataA, dataB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
 	t.Cleanup(func() {
 		for _, d := range []string{dataA, dataB} {
@@ -528,13 +529,7 @@ func TestNetwork(t *testing.T) {
 		}
 		poll(t, ctx, "host → node-b NodePort", func() (bool, error) { _, err := get(); return err == nil, nil })
 		c.agentB.kill()
-		c.agentB = startCmd(t, c.b.Command(cloudlessBin, c.agentBArgs...))
-		poll(t, ctx, "node-b's restarted agent up", func() (bool, error) {
-			if c.agentB.exited() {
-				t.Fatalf("agent exited:\n%s", tail(c.agentB.stderr.Bytes(), 30))
-			}
-			return strings.Contains(c.agentB.stderr.String(), "node is up"), nil
-		})
+		c.restartAgentB(t, ctx)
 		reused, err := get()
 		if err != nil || !reused {
 			t.Errorf("the connection opened before the restart: reused %v, err %v", reused, err)

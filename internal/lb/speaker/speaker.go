@@ -348,14 +348,21 @@ func (st *state) join() {
 	st.members.join(addrs)
 }
 
-// alive: the node's speaker is not known dead (memberlist saw it, and
-// then lost it).
-func (st *state) alive(node string) bool {
-	if st.members == nil {
-		return true
+// candidate: the node may announce. Its speaker's liveness, when the
+// gossip has judged it, wins over its Ready condition: a node cut off
+// from the API server only (NotReady after the grace period, but
+// alive) keeps its addresses, so that it, announcing from its cache,
+// and the others, seeing it NotReady, never both announce one address.
+func (st *state) candidate(n *corev1.Node) bool {
+	if lb.NodeExcluded(n) {
+		return false
 	}
-	alive, judged := st.members.known(node)
-	return alive || !judged
+	if st.members != nil {
+		if alive, judged := st.members.known(n.Name); judged {
+			return alive
+		}
+	}
+	return lb.NodeReady(n)
 }
 
 type announced struct {
@@ -410,7 +417,7 @@ func (st *state) desired(log *slog.Logger) (map[netip.Addr][]string, map[string]
 		var candidates []string
 		var ifaces []string
 		for _, n := range nodes {
-			if !lb.NodeCanAnnounce(n) || !st.alive(n.Name) || local && !withEndpoints[n.Name] {
+			if !st.candidate(n) || local && !withEndpoints[n.Name] {
 				continue
 			}
 			allowed := false
