@@ -36,6 +36,7 @@ import (
 
 	"github.com/cloudless-dev/cloudless/internal/agent"
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
+	"github.com/cloudless-dev/cloudless/internal/klogslog"
 )
 
 const (
@@ -125,8 +126,18 @@ func main() {
 		}
 	}
 	p := func(parts ...string) string { return filepath.Join(append([]string{data}, parts...)...) }
+	// The agent's kubelet logs through Cloudless's own klog format,
+	// which upstream's kubelet does not know: its copy says text.
+	cfg, err := os.ReadFile(p("agent", "kubelet.yaml"))
+	if err != nil {
+		fatalf("read the agent's kubelet config: %v", err)
+	}
+	cfg = []byte(strings.Replace(string(cfg), "format: "+klogslog.Format, "format: text", 1))
+	if err := os.WriteFile(p("agent", "kubelet-upstream.yaml"), cfg, 0o600); err != nil {
+		fatalf("%v", err)
+	}
 	procs.start("kubelet", filepath.Join(*upstream, "kubelet"),
-		"--config="+p("agent", "kubelet.yaml"), "--kubeconfig="+p("server", "cred", "kubelet-client.kubeconfig"),
+		"--config="+p("agent", "kubelet-upstream.yaml"), "--kubeconfig="+p("server", "cred", "kubelet-client.kubeconfig"),
 		"--root-dir="+p("agent", "kubelet"), "--cert-dir="+p("agent", "kubelet", "pki"),
 		"--hostname-override="+nodeName, "--node-ip=127.0.0.1")
 	theirs := result{nodeReady: waitNodeReady(ctx, cs, t0)}
