@@ -23,6 +23,7 @@ import (
 
 	"github.com/cloudless-dev/cloudless/internal/datastore"
 	"github.com/cloudless-dev/cloudless/internal/datastore/engine/pebble"
+	"github.com/cloudless-dev/cloudless/internal/footprint"
 	"github.com/cloudless-dev/cloudless/internal/lint"
 )
 
@@ -186,33 +187,37 @@ func hostChecks(cfg Config, r *reporter) Facts {
 	return f
 }
 
-// serverPorts are what a server and its node listen on, with the flag or
-// setting that moves each.
-var serverPorts = []struct {
+// port is one a server or node listens on: node ports are the agent's
+// (a joined node's too), the others the control plane's.
+type port struct {
 	port int
 	udp  bool
+	node bool
 	what string
-}{
-	{6443, false, "kube-apiserver (--https-listen-port)"},
-	{10250, false, "the kubelet"},
-	{10256, false, "kube-proxy's health check"},
-	{10257, false, "kube-controller-manager"},
-	{10259, false, "kube-scheduler"},
-	{8472, true, "VXLAN between nodes (--network-backend host-gw avoids it)"},
 }
 
-// portChecks reports ports a server on this data dir would need that
-// something else holds. Skipped while that server runs: they are its own.
+// serverPorts are what a server and its node listen on, with the flag or
+// setting that moves each.
+var serverPorts = []port{
+	{6443, false, false, "kube-apiserver (--https-listen-port)"},
+	{10250, false, true, "the kubelet"},
+	{10256, false, true, "kube-proxy's health check"},
+	{10257, false, false, "kube-controller-manager"},
+	{10259, false, false, "kube-scheduler"},
+	{8472, true, true, "VXLAN between nodes (--network-backend host-gw avoids it)"},
+}
+
+// portChecks reports ports a server or agent on this data dir would need
+// that something else holds. A port is skipped while its owner on this
+// data dir runs: the control plane's while the server holds server.lock,
+// the node's while a server or a joined agent holds the node lock.
 func portChecks(dataDir string, r *reporter) {
-	lock, err := os.OpenFile(filepath.Join(dataDir, "server.lock"), os.O_RDONLY, 0)
-	if err == nil {
-		defer lock.Close()
-		if unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
-			return // a server holds it
-		}
-		defer unix.Flock(int(lock.Fd()), unix.LOCK_UN)
-	}
+	server := footprint.Held(filepath.Join(dataDir, "server.lock"))
+	node := server || footprint.Held(footprint.LockPath(dataDir))
 	for _, p := range serverPorts {
+		if server || p.node && node {
+			continue // its own
+		}
 		addr := net.JoinHostPort("", strconv.Itoa(p.port))
 		var err error
 		if p.udp {

@@ -22,6 +22,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/cloudless-dev/cloudless/internal/datastore/engine/pebble"
+	"github.com/cloudless-dev/cloudless/internal/footprint"
 	"github.com/cloudless-dev/cloudless/internal/lb"
 	"github.com/cloudless-dev/cloudless/internal/lint"
 	"github.com/cloudless-dev/cloudless/internal/pki"
@@ -175,6 +176,7 @@ func TestPorts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer l.Close()
 	busy := l.Addr().(*net.TCPAddr).Port
 	free := busy + 1
 	if c, err := net.Listen("tcp", fmt.Sprintf(":%d", free)); err == nil {
@@ -182,23 +184,46 @@ func TestPorts(t *testing.T) {
 	} else {
 		t.Skip("no free neighbour port")
 	}
+	// held: which lock a running process holds on the data dir.
 	for _, tt := range []struct {
+		name string
 		port int
+		node bool
+		held string
 		want bool
-	}{{busy, true}, {free, false}} {
-		serverPorts = serverPorts[:0:0]
-		serverPorts = append(serverPorts, struct {
-			port int
-			udp  bool
-			what string
-		}{tt.port, false, "test"})
-		var r reporter
-		portChecks(t.TempDir(), &r)
-		if found(r.findings)["CL-HOST-008"] != tt.want {
-			t.Errorf("port %d: CL-HOST-008 = %v, want %v", tt.port, !tt.want, tt.want)
-		}
+	}{
+		{"busy control-plane port", busy, false, "", true},
+		{"free port", free, false, "", false},
+		{"busy node port, nothing running", busy, true, "", true},
+		{"busy node port, a joined agent running", busy, true, "node", false},
+		{"busy control-plane port, a joined agent running", busy, false, "node", true},
+		{"busy control-plane port, the server running", busy, false, "server", false},
+		{"busy node port, the server running", busy, true, "server", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			serverPorts = []port{{tt.port, false, tt.node, "test"}}
+			dir := t.TempDir()
+			switch tt.held {
+			case "node":
+				release, err := footprint.Lock(dir)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer release()
+			case "server":
+				release, err := footprint.LockFile(filepath.Join(dir, "server.lock"), "held by %s")
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer release()
+			}
+			var r reporter
+			portChecks(dir, &r)
+			if found(r.findings)["CL-HOST-008"] != tt.want {
+				t.Errorf("port %d: CL-HOST-008 = %v, want %v", tt.port, !tt.want, tt.want)
+			}
+		})
 	}
-	l.Close()
 }
 
 // TestPendingObjects: a LoadBalancer without an address and an old

@@ -311,11 +311,29 @@ func Marshal(r Record) ([]byte, error) {
 // LockName is the node lock's name under <data-dir>/agent.
 const LockName = "agent.lock"
 
+// LockPath is the node lock of dataDir.
+func LockPath(dataDir string) string { return filepath.Join(dataDir, "agent", LockName) }
+
+// Held reports whether some process holds the lock file at path. It
+// probes with a shared lock, released at once.
+func Held(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
+		return errors.Is(err, syscall.EWOULDBLOCK)
+	}
+	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return false
+}
+
 // Lock takes the node lock of dataDir, which a running agent holds (the
 // server's own agent too), so that reset refuses a running node. The
 // kernel drops it when the process exits, however it exits.
 func Lock(dataDir string) (release func(), err error) {
-	path := filepath.Join(dataDir, "agent", LockName)
+	path := LockPath(dataDir)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create %s: %w (run as root or choose a writable --data-dir)", filepath.Dir(path), err)
 	}

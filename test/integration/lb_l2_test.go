@@ -41,8 +41,14 @@ func newLAN(t *testing.T, nodes ...*nodens.Node) *lan {
 		}
 	}
 	t.Cleanup(func() {
+		// Each port's node end first: deleting a veth end deletes its
+		// peer at once, while a deleted namespace's devices go later, in
+		// the background, and a next LAN would find lan0 still there.
+		for _, n := range nodes {
+			sh(false, "ip", "-n", n.Name, "link", "del", "lan0")
+		}
 		sh(false, "ip", "netns", "delete", l.client)
-		sh(false, "ip", "netns", "delete", l.ns) // takes the bridge's veths, and their peers, with it
+		sh(false, "ip", "netns", "delete", l.ns)
 	})
 	sh(true, "ip", "netns", "add", l.ns)
 	sh(true, "ip", "netns", "add", l.client)
