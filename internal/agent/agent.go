@@ -213,7 +213,7 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 func (a *Agent) run(ctx context.Context) error {
-	if err := checkSwap(); err != nil {
+	if err := checkSwap(a.cfg.KubeletArgs); err != nil {
 		return err
 	}
 	release, err := footprint.Lock(a.cfg.DataDir)
@@ -361,15 +361,29 @@ func cgroupDriver() string {
 	return "cgroupfs"
 }
 
-func checkSwap() error {
+// checkSwap refuses to start with swap on, unless the kubelet was told
+// to accept it (--kubelet-arg=--fail-swap-on=false), which the error
+// advises.
+func checkSwap(kubeletArgs []string) error {
 	b, err := os.ReadFile("/proc/swaps")
 	if err != nil {
 		return nil
 	}
-	if lines := strings.Split(strings.TrimSpace(string(b)), "\n"); len(lines) > 1 {
-		return errors.New("agent: swap is on, and the kubelet cannot account for it; turn it off (swapoff -a, and remove it from /etc/fstab), or configure swap with --kubelet-arg=--fail-swap-on=false")
+	return swapError(string(b), kubeletArgs)
+}
+
+// swapError decides from /proc/swaps' text and the kubelet's extra
+// arguments.
+func swapError(swaps string, kubeletArgs []string) error {
+	if lines := strings.Split(strings.TrimSpace(swaps), "\n"); len(lines) <= 1 {
+		return nil
 	}
-	return nil
+	for i, arg := range kubeletArgs {
+		if arg == "--fail-swap-on=false" || arg == "--fail-swap-on" && i+1 < len(kubeletArgs) && kubeletArgs[i+1] == "false" {
+			return nil
+		}
+	}
+	return errors.New("agent: swap is on, and the kubelet cannot account for it; turn it off (swapoff -a, and remove it from /etc/fstab), or configure swap with --kubelet-arg=--fail-swap-on=false")
 }
 
 func memTotal() (uint64, error) {
