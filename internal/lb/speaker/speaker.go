@@ -180,9 +180,10 @@ func (s *Speaker) Run(ctx context.Context, rc *rest.Config) error {
 			continue
 		}
 		st.join()
-		want, bySvc := st.desired(s.Log)
+		pools := st.poolLabels() // one read for L2 and BGP
+		want, bySvc := st.desired(s.Log, pools)
 		resp.set(ctx, want)
-		plan := st.bgpPlan(s.Log)
+		plan := st.bgpPlan(s.Log, pools)
 		routes.Set(ctx, plan.peers, plan.routes)
 		// An event when this node starts announcing a Service's addresses.
 		now := map[string]bool{}
@@ -250,50 +251,50 @@ func (st *state) report(events record.EventRecorder, problems []problem, reporte
 	}
 }
 
-// bgpPlan reads the BGP inputs from the caches and plans.
-func (st *state) bgpPlan(log *slog.Logger) bgpPlan {
-	in := bgpInput{communities: map[string]string{}, poolLabels: map[string]map[string]string{}, endpointNodes: st.readyEndpointNodes}
-	in.node, _ = st.nodes.Get(st.node)
-	decode := func(l cache.GenericLister, each func(u *unstructured.Unstructured) error) {
-		objs, _ := l.List(labels.Everything())
-		for _, o := range objs {
-			u, ok := o.(*unstructured.Unstructured)
-			if !ok {
-				continue
-			}
-			if err := each(u); err != nil {
-				log.Warn("ignored: malformed", "kind", u.GetKind(), "name", u.GetName(), "err", err)
-			}
+// decodeAll decodes every object of a metallb.io lister; a malformed one
+// is logged and skipped, never stopping the others.
+func decodeAll[T any](l cache.GenericLister, log *slog.Logger) []T {
+	objs, _ := l.List(labels.Everything())
+	out := make([]T, 0, len(objs))
+	for _, o := range objs {
+		u, ok := o.(*unstructured.Unstructured)
+		if !ok {
+			continue
+		}
+		var v T
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &v); err != nil {
+			log.Warn("ignored: malformed", "kind", u.GetKind(), "name", u.GetName(), "err", err)
+			continue
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// poolLabels are the IPAddressPools' labels, by name, for the
+// advertisements' pool selectors (L2 and BGP alike).
+func (st *state) poolLabels() map[string]map[string]string {
+	out := map[string]map[string]string{}
+	objs, _ := st.pools.List(labels.Everything())
+	for _, o := range objs {
+		if u, ok := o.(*unstructured.Unstructured); ok {
+			out[u.GetName()] = u.GetLabels()
 		}
 	}
-	decode(st.bgpPeers, func(u *unstructured.Unstructured) error {
-		var p lb.BGPPeer
-		err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &p)
-		if err == nil {
-			in.peers = append(in.peers, p)
-		}
-		return err
-	})
-	decode(st.bgpAds, func(u *unstructured.Unstructured) error {
-		var a lb.BGPAdvertisement
-		err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &a)
-		if err == nil {
-			in.ads = append(in.ads, a)
-		}
-		return err
-	})
-	decode(st.communities, func(u *unstructured.Unstructured) error {
-		var c lb.Community
-		err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &c)
+	return out
+}
+
+// bgpPlan reads the BGP inputs from the caches and plans.
+func (st *state) bgpPlan(log *slog.Logger, poolLabels map[string]map[string]string) bgpPlan {
+	in := bgpInput{communities: map[string]string{}, poolLabels: poolLabels, endpointNodes: st.readyEndpointNodes}
+	in.node, _ = st.nodes.Get(st.node)
+	in.peers = decodeAll[lb.BGPPeer](st.bgpPeers, log)
+	in.ads = decodeAll[lb.BGPAdvertisement](st.bgpAds, log)
+	for _, c := range decodeAll[lb.Community](st.communities, log) {
 		for _, a := range c.Spec.Communities {
 			in.communities[a.Name] = a.Value
 		}
-		return err
-	})
-	decode(st.pools, func(u *unstructured.Unstructured) error {
-		in.poolLabels[u.GetName()] = u.GetLabels()
-		return nil
-	})
+	}
 	in.svcs, _ = st.svcs.List(labels.Everything())
 	in.secret = func(name string) (string, error) {
 		sec, err := st.secrets.Get(name)
@@ -371,27 +372,12 @@ type announced struct {
 }
 
 // desired computes what this node announces: address -> interfaces.
-func (st *state) desired(log *slog.Logger) (map[netip.Addr][]string, map[string]announced) {
+func (st *state) desired(log *slog.Logger, poolLabels map[string]map[string]string) (map[netip.Addr][]string, map[string]announced) {
 	want := map[netip.Addr][]string{}
 	bySvc := map[string]announced{}
 	var ads []lb.L2AdvertisementSpec
-	if objs, err := st.ads.List(labels.Everything()); err == nil {
-		for _, o := range objs {
-			var a lb.L2Advertisement
-			if u, ok := o.(*unstructured.Unstructured); ok && runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &a) == nil {
-				ads = append(ads, a.Spec)
-			} else {
-				log.Warn("L2Advertisement ignored: malformed", "name", o.(*unstructured.Unstructured).GetName())
-			}
-		}
-	}
-	poolLabels := map[string]map[string]string{}
-	if objs, err := st.pools.List(labels.Everything()); err == nil {
-		for _, o := range objs {
-			if u, ok := o.(*unstructured.Unstructured); ok {
-				poolLabels[u.GetName()] = u.GetLabels()
-			}
-		}
+	for _, a := range decodeAll[lb.L2Advertisement](st.ads, log) {
+		ads = append(ads, a.Spec)
 	}
 	nodes, _ := st.nodes.List(labels.Everything())
 	svcs, _ := st.svcs.List(labels.Everything())
