@@ -12,6 +12,9 @@ import (
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // containerdConfig is containerd 2.x's config (version 3) for the CRI
@@ -85,7 +88,7 @@ func hasCapSysResource() bool {
 // startContainerd runs containerd as a child process (the same binary,
 // `cloudless containerd`), so that a kubelet restart does not take the
 // runtime with it and containerd's signal handling stays its own. It
-// returns when the socket answers, with a channel that gets containerd's
+// returns when the socket answers, the CRI plugin included, with a channel that gets containerd's
 // exit.
 func (a *Agent) startContainerd(ctx context.Context) (<-chan error, error) {
 	regs, err := loadRegistries(a.cfg.RegistriesFile)
@@ -133,6 +136,9 @@ func (a *Agent) startContainerd(ctx context.Context) (<-chan error, error) {
 			ok, serr := c.IsServing(ctx)
 			c.Close()
 			if serr == nil && ok {
+				serr = criServing(ctx, a.paths.containerdSocket())
+			}
+			if serr == nil && ok {
 				go func() {
 					<-ctx.Done()
 					cmd.Process.Signal(syscall.SIGTERM)
@@ -152,6 +158,23 @@ func (a *Agent) startContainerd(ctx context.Context) (<-chan error, error) {
 			return nil, errors.New("containerd did not answer within a minute; see " + filepath.Join(a.paths.root, "logs", "containerd.log"))
 		}
 	}
+}
+
+// criServing asks containerd's CRI plugin for its version, the call the
+// kubelet makes first and gives up on. The plugin comes up after
+// containerd's own API does and, on a restart, only once it has loaded
+// the state of the containers already running; until then it answers
+// "server is not initialized yet".
+func criServing(ctx context.Context, socket string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_, err = runtimeapi.NewRuntimeServiceClient(conn).Version(ctx, &runtimeapi.VersionRequest{})
+	return err
 }
 
 // superviseContainerd restarts containerd when it exits while the agent

@@ -14,6 +14,8 @@ import (
 
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
 	"github.com/cloudless-dev/cloudless/internal/testutil/pgtest"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 )
 
 var (
@@ -138,4 +140,28 @@ func nodeDataDir(t *testing.T, prefix string) (dir, data string) {
 		os.RemoveAll(dir)
 	})
 	return dir, data
+}
+
+// restConfig reads a kubeconfig with its certificate files inlined, so
+// that client-go does not watch files which a test's cleanup removes
+// (its rotation watcher then logs an error every few seconds until the
+// whole test binary ends).
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range []struct {
+		path *string
+		data *[]byte
+	}{{&cfg.CertFile, &cfg.CertData}, {&cfg.KeyFile, &cfg.KeyData}, {&cfg.CAFile, &cfg.CAData}} {
+		if *f.path == "" {
+			continue
+		}
+		if *f.data, err = os.ReadFile(*f.path); err != nil {
+			return nil, err
+		}
+		*f.path = ""
+	}
+	return cfg, nil
 }

@@ -21,7 +21,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 
 	"github.com/cloudless-dev/cloudless/internal/agent"
@@ -77,7 +76,7 @@ func startNetCluster(t *testing.T, ctx context.Context, resolvConf string, serve
 		_, err := os.Stat(c.kubeconfig)
 		return err == nil, nil
 	})
-	rc, err := clientcmd.BuildConfigFromFlags("", c.kubeconfig)
+	rc, err := restConfig(c.kubeconfig)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,6 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 
 	"github.com/cloudless-dev/cloudless/internal/controllers"
@@ -52,7 +51,7 @@ func startServerArgs(t *testing.T, dir string, port int, extra ...string) (*proc
 		if p.exited() {
 			t.Fatalf("server exited:\n%s", tail(p.stderr.Bytes(), 60))
 		}
-		if cfg, err := clientcmd.BuildConfigFromFlags("", kc); err == nil {
+		if cfg, err := restConfig(kc); err == nil {
 			cs := kubernetes.NewForConfigOrDie(cfg)
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 			body, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
@@ -305,7 +304,7 @@ func TestTwoServersHA(t *testing.T) {
 		return err == nil && svc.Spec.ClusterIP != "", nil
 	})
 	// A's admin credentials work on B: one CA.
-	cfgA, err := clientcmd.BuildConfigFromFlags("", filepath.Join(dirs[0], "server", "cred", "admin.kubeconfig"))
+	cfgA, err := restConfig(filepath.Join(dirs[0], "server", "cred", "admin.kubeconfig"))
 	if err != nil {
 		t.Fatal(err)
 	}
