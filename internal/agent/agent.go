@@ -30,12 +30,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/cloudless-dev/cloudless/internal/footprint"
 	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
 	"github.com/cloudless-dev/cloudless/internal/network"
+	"github.com/cloudless-dev/cloudless/internal/volumes"
 )
 
 // Config configures the agent.
@@ -74,6 +76,9 @@ type Config struct {
 	LBARPRefresh time.Duration
 	// LBFailureDetection is speaker.Fast or speaker.Tolerant ("": Fast).
 	LBFailureDetection string
+	// VolumeRoots are --volume-root values, DIR or NAME=DIR (default
+	// root: volumes.DirName in the agent's data dir).
+	VolumeRoots []string
 }
 
 type paths struct{ root, run string }
@@ -150,6 +155,7 @@ type Agent struct {
 	ready        chan struct{}
 	net          *network.Network
 	footprint    *footprint.Recorder // what this node makes outside its data dir
+	volumeRoots  volumes.Roots
 }
 
 // New checks cfg and returns an Agent; it starts nothing.
@@ -181,6 +187,9 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		if _, err := os.Stat(a.helper(h)); err != nil {
 			return nil, fmt.Errorf("agent: helper %s is missing from %s: build with `make build`, which puts runc, pause and the CNI plugins next to cloudless", h, cfg.HelpersDir)
 		}
+	}
+	if a.volumeRoots, err = volumes.ParseRoots(cfg.VolumeRoots, filepath.Join(a.paths.root, volumes.DirName)); err != nil {
+		return nil, err
 	}
 	a.net, err = network.New(network.Config{
 		NodeName: cfg.NodeName, NodeIP: cfg.NodeIP, ClusterCIDR: cfg.ClusterCIDR, ServiceCIDR: cfg.ServiceCIDR,
@@ -286,6 +295,7 @@ func (a *Agent) run(ctx context.Context) error {
 	go func() { errc <- a.net.Run(ctx, cs) }()
 	speakerDone := make(chan struct{})
 	go func() { defer close(speakerDone); a.runSpeaker(ctx) }()
+	go a.runVolumes(ctx)
 	close(a.ready)
 	a.log.Info("node is up", "node", a.cfg.NodeName)
 	select {
@@ -419,15 +429,31 @@ func writeFile(path string, data []byte, perm os.FileMode) error {
 // the speaker, never the agent.
 func (a *Agent) runSpeaker(ctx context.Context) {
 	log := a.log.With("subsystem", "lb-speaker")
+	a.keepRunning(ctx, log, "load-balancer speaker", func(rc *rest.Config) error {
+		return (&speaker.Speaker{Node: a.cfg.NodeName, NodeIP: a.cfg.NodeIP, Refresh: a.cfg.LBARPRefresh, Detection: a.cfg.LBFailureDetection, Log: log}).Run(ctx, rc)
+	})
+}
+
+// runVolumes provisions, grows and deletes this node's local volumes.
+func (a *Agent) runVolumes(ctx context.Context) {
+	log := a.log.With("subsystem", "volumes")
+	a.keepRunning(ctx, log, "volume provisioner", func(rc *rest.Config) error {
+		return (&volumes.Provisioner{Node: a.cfg.NodeName, Roots: a.volumeRoots, Log: log}).Run(ctx, rc)
+	})
+}
+
+// keepRunning runs a node-side controller with the node's credentials
+// until ctx ends, restarting it 5 s after it stops.
+func (a *Agent) keepRunning(ctx context.Context, log *slog.Logger, what string, run func(*rest.Config) error) {
 	for {
 		rc, err := clientcmd.BuildConfigFromFlags("", a.cfg.Kubeconfig)
 		if err == nil {
-			err = (&speaker.Speaker{Node: a.cfg.NodeName, NodeIP: a.cfg.NodeIP, Refresh: a.cfg.LBARPRefresh, Detection: a.cfg.LBFailureDetection, Log: log}).Run(ctx, rc)
+			err = run(rc)
 		}
 		if ctx.Err() != nil {
 			return
 		}
-		log.Warn("load-balancer speaker stopped; restarting it in 5 s", "err", err)
+		log.Warn(what+" stopped; restarting it in 5 s", "err", err)
 		select {
 		case <-ctx.Done():
 			return

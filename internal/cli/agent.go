@@ -6,11 +6,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/cloudless-dev/cloudless/internal/agent"
@@ -18,11 +18,12 @@ import (
 	"github.com/cloudless-dev/cloudless/internal/klogslog"
 	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
 	"github.com/cloudless-dev/cloudless/internal/token"
+	"github.com/cloudless-dev/cloudless/internal/volumes"
 )
 
 func newAgentCmd(logger func() (*slog.Logger, error)) *cobra.Command {
 	var server, tok, dataDir, nodeName, nodeIP, resolvConf string
-	var kubeletArgs, labels []string
+	var kubeletArgs, labels, volumeRoots []string
 	registries := agent.DefaultRegistriesFile
 	arpRefresh := speaker.DefaultRefresh
 	detection := speaker.Fast
@@ -95,10 +96,10 @@ Flags may also come from CLOUDLESS_<FLAG> or the --config file. Must run as root
 			}
 			a, err := agent.New(agent.Config{
 				DataDir: dataDir, NodeName: nodeName, NodeIP: nodeIP, CAFile: caFile,
-				Kubeconfig: filepath.Join(dataDir, "agent", "pki", "kubelet.kubeconfig"), BootstrapKubeconfig: bootstrap,
+				Kubeconfig: agent.KubeletKubeconfig(dataDir), BootstrapKubeconfig: bootstrap,
 				ClusterDNS: info.ClusterDNS, ClusterDomain: info.ClusterDomain, NodeLabels: labels, ResolvConf: resolvConf,
 				ClusterCIDR: info.ClusterCIDR, ServiceCIDR: info.ServiceCIDR, NetworkBackend: info.NetworkBackend, ProxyMode: info.ProxyMode, KubeletArgs: kubeletArgs, RegistriesFile: registries,
-				LBARPRefresh: arpRefresh, LBFailureDetection: detection,
+				LBARPRefresh: arpRefresh, LBFailureDetection: detection, VolumeRoots: volumeRoots,
 			}, log.With("subsystem", "agent"))
 			if err != nil {
 				return err
@@ -118,6 +119,12 @@ Flags may also come from CLOUDLESS_<FLAG> or the --config file. Must run as root
 	f.DurationVar(&arpRefresh, "lb-arp-refresh", arpRefresh, speaker.RefreshHelp)
 	f.StringVar(&registries, "registries", registries, "registry mirrors file (mirrors.<registry>.endpoint, configs.<host>.tls); may be absent")
 	f.StringArrayVar(&kubeletArgs, "kubelet-arg", nil, "extra kubelet flag (repeatable, applied last)")
+	addVolumeRootFlag(f, &volumeRoots)
 	f.StringVar(&resolvConf, "resolv-conf", "", "file naming this node's upstream DNS resolvers (default: /etc/resolv.conf, or systemd-resolved's when that holds only its stub)")
 	return cmd
+}
+
+// addVolumeRootFlag adds --volume-root, the same on servers and agents.
+func addVolumeRootFlag(f *pflag.FlagSet, roots *[]string) {
+	f.StringArrayVar(roots, "volume-root", nil, volumes.RootHelp)
 }

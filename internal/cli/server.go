@@ -89,6 +89,7 @@ Image archives dropped in <data-dir>/agent/images/ are imported.`,
 	f.StringVar(&cfg.NodeName, "node-name", cfg.NodeName, "this node's name (default: the hostname, lowercased)")
 	f.StringSliceVar(&cfg.NodeTaints, "node-taint", nil, "taint this node registers with, key[=value]:Effect, e.g. node-role.kubernetes.io/control-plane:NoSchedule (repeatable)")
 	f.StringArrayVar(&cfg.KubeletArgs, "kubelet-arg", nil, "extra kubelet flag (repeatable, applied last)")
+	addVolumeRootFlag(f, &cfg.VolumeRoots)
 	f.StringArrayVar(&cfg.APIServerArgs, "kube-apiserver-arg", nil, "extra kube-apiserver flag, e.g. --kube-apiserver-arg=--v=2 (repeatable, applied last)")
 	f.StringArrayVar(&cfg.ControllerManagerArgs, "kube-controller-manager-arg", nil, "extra kube-controller-manager flag (repeatable, applied last)")
 	f.StringArrayVar(&cfg.SchedulerArgs, "kube-scheduler-arg", nil, "extra kube-scheduler flag (repeatable, applied last)")

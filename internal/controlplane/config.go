@@ -79,6 +79,8 @@ type Config struct {
 	NodeName     string
 	NodeTaints   []string // key=value:Effect, registered with the node
 	KubeletArgs  []string
+	// VolumeRoots hold the node's local volumes (volumes.ParseRoots).
+	VolumeRoots []string
 
 	// Extra upstream flags, applied last.
 	APIServerArgs         []string

@@ -21,6 +21,7 @@ import (
 	"github.com/cloudless-dev/cloudless/internal/lb"
 	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
 	"github.com/cloudless-dev/cloudless/internal/token"
+	"github.com/cloudless-dev/cloudless/internal/volumes"
 )
 
 // What other machines need to join, kept in the cluster:
@@ -108,6 +109,9 @@ func (s *Server) runJoinSupport(ctx context.Context) error {
 		return err
 	}
 	if err := s.ensureLBObjects(ctx, rc, cs); err != nil {
+		return err
+	}
+	if err := volumes.EnsureObjects(ctx, cs); err != nil {
 		return err
 	}
 	s.runControllers(ctx, cs, dyn)

@@ -23,6 +23,7 @@ import (
 	"github.com/cloudless-dev/cloudless/internal/lb"
 	"github.com/cloudless-dev/cloudless/internal/lint"
 	"github.com/cloudless-dev/cloudless/internal/network"
+	"github.com/cloudless-dev/cloudless/internal/volumes"
 )
 
 // clusterChecks reads the cluster once and checks it. An unreachable
@@ -110,6 +111,15 @@ func clusterChecks(ctx context.Context, cfg Config, r *reporter) error {
 		for _, c := range l.Items {
 			if c.Status.Phase == corev1.ClaimPending && time.Since(c.CreationTimestamp.Time) > cfg.PendingAfter {
 				r.add("CL-PVC-001", lint.Warning, "PersistentVolumeClaim "+c.Namespace+"/"+c.Name, "the claim is Pending: its pods cannot start", "install a storage provisioner for its storageClassName, or create a matching PersistentVolume")
+			}
+		}
+	}
+	if l, err := cs.CoreV1().PersistentVolumes().List(ctx, all); err == nil {
+		for _, pv := range l.Items {
+			if pv.Annotations[volumes.SizeEnforcedAnnotation] == "false" && pv.Spec.Local != nil {
+				r.add("CL-PVC-002", lint.Warning, "PersistentVolume "+pv.Name,
+					fmt.Sprintf("the local volume %s on node %s is not capped at its size: its pods can fill the node's disk", pv.Spec.Local.Path, pv.Labels[volumes.NodeLabel]),
+					"put the node's --volume-root on btrfs with quotas on, or on ext4/XFS mounted with prjquota; the claim's SizeNotEnforced event says what is missing")
 			}
 		}
 	}

@@ -226,8 +226,9 @@ func TestPorts(t *testing.T) {
 	}
 }
 
-// TestPendingObjects: a LoadBalancer without an address and an old
-// Pending claim are reported; one with an address and a Bound claim not.
+// TestPendingObjects: a LoadBalancer without an address, an old Pending
+// claim and an uncapped local volume are reported; one with an address, a
+// Bound claim and a capped volume not.
 func TestPendingObjects(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -242,6 +243,10 @@ func TestPendingObjects(t *testing.T) {
 			w.Write([]byte(`{"items":[
  {"metadata":{"name":"stuck","namespace":"a","creationTimestamp":"2020-01-01T00:00:00Z"},"status":{"phase":"Pending"}},
  {"metadata":{"name":"bound","namespace":"a","creationTimestamp":"2020-01-01T00:00:00Z"},"status":{"phase":"Bound"}}]}`))
+		case "/api/v1/persistentvolumes":
+			w.Write([]byte(`{"items":[
+ {"metadata":{"name":"pvc-open","labels":{"volumes.cloudless.dev/node":"n1"},"annotations":{"volumes.cloudless.dev/size-enforced":"false"}},"spec":{"local":{"path":"/v/pvc-open"}}},
+ {"metadata":{"name":"pvc-capped","annotations":{"volumes.cloudless.dev/size-enforced":"true"}},"spec":{"local":{"path":"/v/pvc-capped"}}}]}`))
 		default:
 			w.Write([]byte(`{"items":[]}`))
 		}
@@ -260,6 +265,7 @@ func TestPendingObjects(t *testing.T) {
 	for item, want := range map[string]bool{
 		"CL-LB-001 Service a/pending": true, "CL-LB-001 Service a/served": false,
 		"CL-PVC-001 PersistentVolumeClaim a/stuck": true, "CL-PVC-001 PersistentVolumeClaim a/bound": false,
+		"CL-PVC-002 PersistentVolume pvc-open": true, "CL-PVC-002 PersistentVolume pvc-capped": false,
 	} {
 		if got[item] != want {
 			t.Errorf("%s reported = %v, want %v", item, got[item], want)

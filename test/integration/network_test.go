@@ -43,6 +43,7 @@ type netCluster struct {
 	agentBArgs     []string
 	kubeconfig     string // the admin kubeconfig, as seen inside node-a
 	resolvConfPath string
+	volumesB       string // node-b's volume root
 }
 
 func startNetCluster(t *testing.T, ctx context.Context, resolvConf string, serverArgs ...string) *netCluster {
@@ -98,8 +99,11 @@ func startNetCluster(t *testing.T, ctx context.Context, resolvConf string, serve
 		}
 	}
 	tok := strings.TrimSpace(c.runIn(t, c.a, cloudlessBin, "token", "create", "--data-dir", dataA))
+	// node-b keeps its volumes on a btrfs with quotas, where their sizes
+	// are enforced; node-a on the host's filesystem, where they may not be.
+	c.volumesB = loopBtrfs(t, filepath.Join(dir, "volumes-b"))
 	c.agentBArgs = []string{"agent", "--server", "https://" + c.a.IP + ":6443", "--token", tok, "--data-dir", dataB,
-		"--node-name", "node-b", "--node-ip", c.b.IP, "--resolv-conf", c.resolvConfPath}
+		"--node-name", "node-b", "--node-ip", c.b.IP, "--resolv-conf", c.resolvConfPath, "--volume-root", c.volumesB}
 	c.agentB = startCmd(t, c.b.Command(cloudlessBin, c.agentBArgs...))
 	for _, n := range []string{"node-a", "node-b"} {
 		poll(t, ctx, n+" Ready", func() (bool, error) {
@@ -228,7 +232,7 @@ func service(name string, typ corev1.ServiceType, selector map[string]string) *c
 // the client's address), masquerade to the outside, and that restarting
 // an agent keeps established connections.
 func TestNetwork(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 11*time.Minute)
 	defer cancel()
 	outside := nodens.New(t, "out", 13)   // a server outside the cluster
 	client := nodens.New(t, "client", 14) // a client outside the cluster
@@ -507,6 +511,8 @@ func TestNetwork(t *testing.T) {
 
 	t.Run("LoadBalancer on the LAN", func(t *testing.T) { testLoadBalancerL2(t, ctx, c) })
 	t.Run("LoadBalancer by BGP", func(t *testing.T) { testLoadBalancerBGP(t, ctx, c) })
+
+	t.Run("local volumes", func(t *testing.T) { testLocalVolumes(t, ctx, c) })
 
 	t.Run("agent restart keeps connections", func(t *testing.T) {
 		// A keep-alive connection from the host through node-b's NodePort

@@ -5,6 +5,8 @@
 //	                    SIGTERM: / answers "pong", /whoami the client's address as seen here,
 //	                    /hostname the pod's hostname; a UDP datagram gets the hostname back
 //	app echo WORDS      print WORDS (for kubectl exec)
+//	app fill PATH MIB   append MIB mebibytes to PATH and sync (exit 1, saying after how many, on failure)
+//	app size PATH       print PATH's size in bytes
 //	app get URL         print the body at URL (exit 1 on failure, within 5 s)
 //	app resolve NAME    print NAME's addresses, one per line, as the pod's resolver finds them
 //	app udp ADDR        send a datagram to ADDR (host:port) and print the reply (exit 1
@@ -62,6 +64,35 @@ func command(name string, args []string) error {
 	switch name {
 	case "echo":
 		fmt.Println(strings.Join(args, " "))
+	case "fill":
+		if len(args) != 2 {
+			return fmt.Errorf("usage: app fill PATH MIB")
+		}
+		var mib int
+		if _, err := fmt.Sscan(args[1], &mib); err != nil {
+			return err
+		}
+		f, err := os.OpenFile(args[0], os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		chunk := make([]byte, 1<<20)
+		for i := 0; i < mib; i++ {
+			if _, err := f.Write(chunk); err != nil {
+				return fmt.Errorf("after %d MiB: %w", i, err)
+			}
+		}
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("sync: %w", err)
+		}
+		fmt.Printf("wrote %d MiB\n", mib)
+	case "size":
+		fi, err := os.Stat(args[0])
+		if err != nil {
+			return err
+		}
+		fmt.Println(fi.Size())
 	case "get":
 		req, err := http.NewRequestWithContext(ctx, "GET", args[0], nil)
 		if err != nil {
