@@ -5,9 +5,12 @@
 //
 //   - time from start until the node reports Ready;
 //   - pod start latency (create to Running), sequential pods;
-//   - resident memory and CPU of everything after an idle period.
+//   - resident memory and CPU of everything after an idle period;
+//   - on Cloudless only, what provisioning a local volume adds to pod start
+//     (volumes.go).
 //
-// It writes <out>/agent-<date>-<machine>.md and .csv. Run it through
+// It writes <out>/agent-<date>-<machine>.md and .csv, and
+// <out>/volumes-<date>-<machine>.md. Run it through
 // bench/agent/run.sh, which builds the binaries.
 package main
 
@@ -55,6 +58,8 @@ var (
 	out      = flag.String("out", "bench/results", "results directory")
 	machine  = flag.String("machine", "vm", "machine name for the result file")
 	packApp  = flag.String("pack-app", "", "pack this static binary into the -app archive and exit")
+	vols     = flag.Int("volumes", 10, "pods with a volume started one after another, for each kind (static hostPath, local-path)")
+	onlyVols = flag.Bool("only-volumes", false, "measure only volume provisioning (Cloudless's run), not the upstream agent")
 )
 
 type result struct {
@@ -100,6 +105,15 @@ func main() {
 	cs := waitAPI(ctx, data)
 	ours := result{nodeReady: waitNodeReady(ctx, cs, t0)}
 	run(filepath.Join(*bin, "cloudless"), "images", "import", "--data-dir", data, *appTar)
+	if *vols > 0 {
+		static, dynamic := volumeStarts(ctx, cs, filepath.Join(*work, "static"))
+		if err := writeVolumes(static, dynamic); err != nil {
+			fatalf("%v", err)
+		}
+		if *onlyVols {
+			return
+		}
+	}
 	ours.podStarts = startPods(ctx, cs, "ours")
 	cfgPath := filepath.Join(data, "agent", "containerd.toml")
 	ours.rss, ours.pss, ours.cpu = measureIdle(procs, map[string][]string{"containerd": {"containerd", "--config", cfgPath}})
@@ -202,11 +216,7 @@ func startPods(ctx context.Context, cs *kubernetes.Clientset, tag string) []time
 	var d []time.Duration
 	for i := range *pods {
 		name := fmt.Sprintf("%s-%d", tag, i)
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.PodSpec{
-			NodeName: nodeName, TerminationGracePeriodSeconds: ptr.To[int64](1),
-			Containers: []corev1.Container{{Name: "app", Image: image, ImagePullPolicy: corev1.PullNever,
-				SecurityContext: &corev1.SecurityContext{RunAsNonRoot: ptr.To(true), AllowPrivilegeEscalation: ptr.To(false),
-					Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}, SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}}}}}}
+		pod := appPod(name)
 		t0 := time.Now()
 		for {
 			_, err := cs.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{})
@@ -219,17 +229,7 @@ func startPods(ctx context.Context, cs *kubernetes.Clientset, tag string) []time
 			time.Sleep(100 * time.Millisecond)
 			t0 = time.Now()
 		}
-		for {
-			p, err := cs.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
-			if err == nil && p.Status.Phase == corev1.PodRunning {
-				d = append(d, time.Since(t0))
-				break
-			}
-			if time.Since(t0) > 2*time.Minute {
-				fatalf("pod %s not Running after 2 minutes", name)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		d = append(d, waitRunning(ctx, cs, name, t0))
 		cs.CoreV1().Pods("default").Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
 	}
 	// Wait for them to be gone before idling.
@@ -242,6 +242,29 @@ func startPods(ctx context.Context, cs *kubernetes.Clientset, tag string) []time
 	}
 	log.Printf("%s: %d pods, median start %s", tag, len(d), median(d))
 	return d
+}
+
+// appPod is the test app on the node, as restricted as Pod Security allows.
+func appPod(name string) *corev1.Pod {
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.PodSpec{
+		NodeName: nodeName, TerminationGracePeriodSeconds: ptr.To[int64](1),
+		Containers: []corev1.Container{{Name: "app", Image: image, ImagePullPolicy: corev1.PullNever,
+			SecurityContext: &corev1.SecurityContext{RunAsNonRoot: ptr.To(true), AllowPrivilegeEscalation: ptr.To(false),
+				Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}, SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}}}}}}
+}
+
+// waitRunning returns how long after t0 pod name was Running.
+func waitRunning(ctx context.Context, cs *kubernetes.Clientset, name string, t0 time.Time) time.Duration {
+	for {
+		p, err := cs.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
+		if err == nil && p.Status.Phase == corev1.PodRunning {
+			return time.Since(t0)
+		}
+		if time.Since(t0) > 2*time.Minute {
+			fatalf("pod %s not Running after 2 minutes", name)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // cleanup stops what runs and resets the data dir; fatalf runs it.

@@ -4,8 +4,9 @@
 #
 #   sudo bench/agent/run.sh                 # 20 pods, 2 minutes idle
 #   PODS=5 IDLE=20s sudo bench/agent/run.sh
+#   ONLY_VOLUMES=1 VOLUMES=20 sudo bench/agent/run.sh   # local volumes only (issue 14)
 #
-# Writes bench/results/agent-<date>-<machine>.md and .csv.
+# Writes bench/results/agent-<date>-<machine>.md and .csv, and volumes-<date>-<machine>.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ "$(id -u)" = 0 ] || { echo "run as root: the agent runs containers" >&2; exit 1; }
@@ -20,4 +21,5 @@ CGO_ENABLED=0 go build -o "$work/app" ./test/integration/testdata/app
 go build -o "$work/agentbench" ./bench/agent
 "$work/agentbench" -pack-app "$work/app" -app "$work/app.tar" 
 "$work/agentbench" -work "$work" -bin "$work/bin" -upstream "$work/upstream" -app "$work/app.tar" \
-  -pods "${PODS:-20}" -idle "${IDLE:-2m}" -machine "${MACHINE:-vm}" -out bench/results
+  -pods "${PODS:-20}" -idle "${IDLE:-2m}" -volumes "${VOLUMES:-10}" -only-volumes="${ONLY_VOLUMES:-false}" \
+  -machine "${MACHINE:-vm}" -out bench/results

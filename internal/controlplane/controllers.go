@@ -31,7 +31,7 @@ func (s *Server) controllerGroups() []controllers.Group {
 	groups := []controllers.Group{{
 		Name:  "nodes",
 		Lease: NodesLease,
-		New:   []func(controllers.Env) (controllers.Controller, error){controllers.NewServingCSRApprover, controllers.NewClusterDNS(s.cfg.ClusterDNS)},
+		New:   []func(controllers.Env) (controllers.Controller, error){controllers.NewServingCSRApprover, controllers.NewClusterDNS(s.cfg.ClusterDNS), controllers.NewStrandedVolumes},
 	}, {
 		Name:  "load-balancer",
 		Lease: LBLease,
