@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/cloudless-dev/cloudless/internal/metrics"
 	"github.com/cloudless-dev/cloudless/internal/pki"
 )
 
@@ -71,6 +72,8 @@ func (s *Server) ensureCerts() ([]string, error) {
 		{s.certs.ca, pki.Leaf{Name: "admin", CommonName: "cloudless-admin", Organization: []string{"system:masters"}, Usages: client, Validity: v}},
 		{s.certs.ca, pki.Leaf{Name: "controller-manager", CommonName: "system:kube-controller-manager", Usages: client, Validity: v}},
 		{s.certs.ca, pki.Leaf{Name: "scheduler", CommonName: "system:kube-scheduler", Usages: client, Validity: v}},
+		{s.certs.ca, pki.Leaf{Name: "metrics-client", CommonName: metrics.User, Usages: client, Validity: v}},
+		{s.certs.ca, pki.Leaf{Name: "metrics-serving", CommonName: metrics.ServiceHost, DNSNames: []string{metrics.ServiceHost, "localhost"}, IPs: []net.IP{net.ParseIP("127.0.0.1")}, Usages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, Validity: v}},
 	}
 	if !c.DisableAgent {
 		// This machine's own node: the server has the CA, so it issues the
@@ -98,7 +101,7 @@ func (s *Server) ensureCerts() ([]string, error) {
 		}
 	}
 	server := fmt.Sprintf("https://127.0.0.1:%d", c.HTTPSPort)
-	kubeconfigs := []string{"admin", "controller-manager", "scheduler"}
+	kubeconfigs := []string{"admin", "controller-manager", "scheduler", "metrics-client"}
 	if !c.DisableAgent {
 		kubeconfigs = append(kubeconfigs, "kubelet-client")
 	}

@@ -31,6 +31,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/cloudless-dev/cloudless/internal/datastore"
+	"github.com/cloudless-dev/cloudless/internal/metrics"
 	"github.com/cloudless-dev/cloudless/internal/network"
 )
 
@@ -182,7 +183,7 @@ func (s *Server) run(ctx context.Context) error {
 		return err
 	}
 
-	s.phase(4, "starting kube-controller-manager and kube-scheduler")
+	s.phase(4, "starting kube-controller-manager, kube-scheduler and the metrics API")
 	// Each runs under a restarter: losing its lease (say, the disk is full
 	// and the datastore refuses writes) or failing restarts that one
 	// component, never the server.
@@ -192,6 +193,9 @@ func (s *Server) run(ctx context.Context) error {
 	})
 	go restart.run(ctx, "kube-scheduler", func(ctx context.Context) error {
 		return runScheduler(ctx, s.schedulerArgs())
+	})
+	go restart.run(ctx, "metrics-server", func(ctx context.Context) error {
+		return metrics.Run(ctx, s.metricsConfig())
 	})
 
 	kc := AdminKubeconfig(s.cfg.DataDir)
@@ -225,6 +229,14 @@ func (s *Server) run(ctx context.Context) error {
 	}
 }
 
+// metricsConfig points the metrics API at this server's certificates.
+func (s *Server) metricsConfig() metrics.Config {
+	p := s.paths
+	return metrics.Config{Kubeconfig: p.cred("metrics-client.kubeconfig"),
+		ServingCert: p.tls("metrics-serving.crt"), ServingKey: p.tls("metrics-serving.key"),
+		ClientCA: p.tls("ca.crt"), FrontProxyCA: p.tls("front-proxy-ca.crt"), KubeletCA: p.tls("ca.crt")}
+}
+
 // checkPorts fails early, naming the flag to change, if a port a component
 // will listen on is taken.
 func (s *Server) checkPorts() error {
@@ -247,6 +259,11 @@ func (s *Server) checkPorts() error {
 		}
 		l.Close()
 	}
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(metrics.Port)))
+	if err != nil {
+		return fmt.Errorf("the metrics API's port 127.0.0.1:%d is in use (%v); stop what holds it (a metrics-server run by hand?)", metrics.Port, err)
+	}
+	l.Close()
 	return nil
 }
 

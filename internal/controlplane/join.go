@@ -17,9 +17,11 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	aggregator "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
 
 	"github.com/cloudless-dev/cloudless/internal/lb"
 	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
+	"github.com/cloudless-dev/cloudless/internal/metrics"
 	"github.com/cloudless-dev/cloudless/internal/token"
 	"github.com/cloudless-dev/cloudless/internal/volumes"
 )
@@ -112,6 +114,13 @@ func (s *Server) runJoinSupport(ctx context.Context) error {
 		return err
 	}
 	if err := volumes.EnsureObjects(ctx, cs); err != nil {
+		return err
+	}
+	agg, err := aggregator.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	if err := metrics.EnsureObjects(ctx, cs, agg, s.certs.ca.PEM); err != nil {
 		return err
 	}
 	s.runControllers(ctx, cs, dyn)

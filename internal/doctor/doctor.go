@@ -25,6 +25,7 @@ import (
 	"github.com/cloudless-dev/cloudless/internal/datastore/engine/pebble"
 	"github.com/cloudless-dev/cloudless/internal/footprint"
 	"github.com/cloudless-dev/cloudless/internal/lint"
+	"github.com/cloudless-dev/cloudless/internal/metrics"
 )
 
 // Facts are what the host checks measured, reported as they are.
@@ -204,6 +205,7 @@ var serverPorts = []port{
 	{10256, false, true, "kube-proxy's health check"},
 	{10257, false, false, "kube-controller-manager"},
 	{10259, false, false, "kube-scheduler"},
+	{metrics.Port, false, false, "the metrics API (kubectl top, HPA)"},
 	{8472, true, true, "VXLAN between nodes (--network-backend host-gw avoids it)"},
 }
 

@@ -232,7 +232,7 @@ func service(name string, typ corev1.ServiceType, selector map[string]string) *c
 // the client's address), masquerade to the outside, and that restarting
 // an agent keeps established connections.
 func TestNetwork(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 11*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 14*time.Minute)
 	defer cancel()
 	outside := nodens.New(t, "out", 13)   // a server outside the cluster
 	client := nodens.New(t, "client", 14) // a client outside the cluster
@@ -513,6 +513,7 @@ func TestNetwork(t *testing.T) {
 	t.Run("LoadBalancer by BGP", func(t *testing.T) { testLoadBalancerBGP(t, ctx, c) })
 
 	t.Run("local volumes", func(t *testing.T) { testLocalVolumes(t, ctx, c) })
+	t.Run("metrics and HPA", func(t *testing.T) { testMetrics(t, ctx, c) })
 
 	t.Run("agent restart keeps connections", func(t *testing.T) {
 		// A keep-alive connection from the host through node-b's NodePort

@@ -3,7 +3,8 @@
 //
 //	app                 print a greeting, answer HTTP on :8080 and UDP on :8081, and wait for
 //	                    SIGTERM: / answers "pong", /whoami the client's address as seen here,
-//	                    /hostname the pod's hostname; a UDP datagram gets the hostname back
+//	                    /hostname the pod's hostname, /burn?seconds=N keeps a CPU busy for N s
+//	                    (0 stops it); a UDP datagram gets the hostname back
 //	app echo WORDS      print WORDS (for kubectl exec)
 //	app fill PATH MIB   append MIB mebibytes to PATH and sync (exit 1, saying after how many, on failure)
 //	app size PATH       print PATH's size in bytes
@@ -26,6 +27,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -47,6 +49,13 @@ func main() {
 		host, _, _ := net.SplitHostPort(r.RemoteAddr)
 		fmt.Fprint(w, host)
 	})
+	mux.HandleFunc("/burn", func(w http.ResponseWriter, r *http.Request) {
+		var secs int
+		fmt.Sscan(r.URL.Query().Get("seconds"), &secs)
+		burnUntil.Store(time.Now().Add(time.Duration(secs) * time.Second).UnixNano())
+		go burn()
+		fmt.Fprintf(w, "burning for %ds", secs)
+	})
 	mux.HandleFunc("/hostname", func(w http.ResponseWriter, _ *http.Request) {
 		h, _ := os.Hostname()
 		fmt.Fprint(w, h)
@@ -56,6 +65,26 @@ func main() {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	<-sig
+}
+
+// burnUntil is when /burn's busy loop stops (Unix ns); /burn?seconds=0
+// stops it now.
+var (
+	burnUntil atomic.Int64
+	burning   atomic.Bool
+)
+
+// burn keeps one CPU busy until burnUntil.
+func burn() {
+	if !burning.CompareAndSwap(false, true) {
+		return
+	}
+	defer burning.Store(false)
+	for x := 0; time.Now().UnixNano() < burnUntil.Load(); x++ {
+		for i := 0; i < 1e5; i++ {
+			x ^= i
+		}
+	}
 }
 
 func command(name string, args []string) error {
