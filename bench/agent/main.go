@@ -7,10 +7,12 @@
 //   - pod start latency (create to Running), sequential pods;
 //   - resident memory and CPU of everything after an idle period;
 //   - on Cloudless only, what provisioning a local volume adds to pod start
-//     (volumes.go).
+//     (volumes.go);
+//   - the metrics API in the server against metrics-server as a process
+//     (metrics.go).
 //
 // It writes <out>/agent-<date>-<machine>.md and .csv, and
-// <out>/volumes-<date>-<machine>.md. Run it through
+// <out>/volumes-<date>-<machine>.md and metrics-<date>-<machine>.md. Run it through
 // bench/agent/run.sh, which builds the binaries.
 package main
 
@@ -60,6 +62,7 @@ var (
 	packApp  = flag.String("pack-app", "", "pack this static binary into the -app archive and exit")
 	vols     = flag.Int("volumes", 10, "pods with a volume started one after another, for each kind (static hostPath, local-path)")
 	onlyVols = flag.Bool("only-volumes", false, "measure only volume provisioning (Cloudless's run), not the upstream agent")
+	onlyMetr = flag.Bool("only-metrics", false, "measure only the metrics API: in-process against metrics-server as its own process")
 )
 
 type result struct {
@@ -104,6 +107,12 @@ func main() {
 	procs.start("cloudless", filepath.Join(*bin, "cloudless"), serverArgs(data, false)...)
 	cs := waitAPI(ctx, data)
 	ours := result{nodeReady: waitNodeReady(ctx, cs, t0)}
+	if *onlyMetr {
+		procs.stop()
+		agent.KillShims(agent.RunDirFor(data))
+		metricsBench(ctx, data)
+		return
+	}
 	run(filepath.Join(*bin, "cloudless"), "images", "import", "--data-dir", data, *appTar)
 	if *vols > 0 {
 		static, dynamic := volumeStarts(ctx, cs, filepath.Join(*work, "static"))

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"log/slog"
+	"sort"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -90,10 +92,20 @@ Image archives dropped in <data-dir>/agent/images/ are imported.`,
 	f.StringSliceVar(&cfg.NodeTaints, "node-taint", nil, "taint this node registers with, key[=value]:Effect, e.g. node-role.kubernetes.io/control-plane:NoSchedule (repeatable)")
 	f.StringArrayVar(&cfg.KubeletArgs, "kubelet-arg", nil, "extra kubelet flag (repeatable, applied last)")
 	addVolumeRootFlag(f, &cfg.VolumeRoots)
+	f.StringArrayVar(&cfg.Disable, "disable", nil, "built-in component not to run or install (repeatable): "+disableHelp())
 	f.StringArrayVar(&cfg.APIServerArgs, "kube-apiserver-arg", nil, "extra kube-apiserver flag, e.g. --kube-apiserver-arg=--v=2 (repeatable, applied last)")
 	f.StringArrayVar(&cfg.ControllerManagerArgs, "kube-controller-manager-arg", nil, "extra kube-controller-manager flag (repeatable, applied last)")
 	f.StringArrayVar(&cfg.SchedulerArgs, "kube-scheduler-arg", nil, "extra kube-scheduler flag (repeatable, applied last)")
 	return cmd
+}
+
+func disableHelp() string {
+	var parts []string
+	for name, what := range controlplane.Components {
+		parts = append(parts, name+", "+what)
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, "; ")
 }
 
 // addDatastoreFlags adds the flags that say where the server's state is.

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -81,6 +83,9 @@ type Config struct {
 	KubeletArgs  []string
 	// VolumeRoots hold the node's local volumes (volumes.ParseRoots).
 	VolumeRoots []string
+	// Disable names built-in components not to run or install
+	// (Components).
+	Disable []string
 
 	// Extra upstream flags, applied last.
 	APIServerArgs         []string
@@ -112,9 +117,42 @@ func DefaultConfig() Config {
 }
 
 // Validate checks the configuration without side effects.
+// Built-in components that --disable may turn off, for an operator who
+// runs their own instead.
+const (
+	// ComponentMetrics is the metrics.k8s.io API (internal/metrics).
+	ComponentMetrics = "metrics"
+	// ComponentLocalStorage is the local-path StorageClass and what lets
+	// nodes provision it (internal/volumes).
+	ComponentLocalStorage = "local-storage"
+)
+
+// Components describes what --disable accepts.
+var Components = map[string]string{
+	ComponentMetrics:      "the metrics API for kubectl top and HPAs (metrics.k8s.io); run metrics-server yourself instead",
+	ComponentLocalStorage: "the local-path StorageClass; bring your own provisioner and default class",
+}
+
+func componentNames() string {
+	names := make([]string, 0, len(Components))
+	for n := range Components {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+// Disabled reports whether --disable names component.
+func (c *Config) Disabled(component string) bool { return slices.Contains(c.Disable, component) }
+
 func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("--data-dir is empty")
+	}
+	for _, d := range c.Disable {
+		if _, ok := Components[d]; !ok {
+			return fmt.Errorf("--disable %q: no such component; known: %s", d, componentNames())
+		}
 	}
 	cluster, err := ipv4Prefix("--cluster-cidr", c.ClusterCIDR, "10.42.0.0/16")
 	if err != nil {

@@ -15,6 +15,9 @@ func TestValidate(t *testing.T) {
 		want   string // substring of the error; "" for valid
 	}{
 		{name: "defaults", change: func(*Config) {}},
+		{name: "disable metrics and local storage", change: func(c *Config) { c.Disable = []string{ComponentMetrics, ComponentLocalStorage} }},
+		{name: "disable what does not exist", change: func(c *Config) { c.Disable = []string{"traefik"} },
+			want: `--disable "traefik": no such component; known: local-storage, metrics`},
 		{name: "IPv6 cluster CIDR", change: func(c *Config) { c.ClusterCIDR = "fd00::/64" },
 			want: "--cluster-cidr fd00::/64 is IPv6: Cloudless supports IPv4 only for now (no IPv6, no dual-stack); give an IPv4 range, e.g. 10.42.0.0/16"},
 		{name: "IPv6 service CIDR", change: func(c *Config) { c.ServiceCIDR = "fd00:43::/112"; c.ClusterDNS = "fd00:43::a" },

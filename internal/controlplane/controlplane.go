@@ -194,9 +194,11 @@ func (s *Server) run(ctx context.Context) error {
 	go restart.run(ctx, "kube-scheduler", func(ctx context.Context) error {
 		return runScheduler(ctx, s.schedulerArgs())
 	})
-	go restart.run(ctx, "metrics-server", func(ctx context.Context) error {
-		return metrics.Run(ctx, s.metricsConfig())
-	})
+	if !s.cfg.Disabled(ComponentMetrics) {
+		go restart.run(ctx, "metrics-server", func(ctx context.Context) error {
+			return metrics.Run(ctx, s.metricsConfig())
+		})
+	}
 
 	kc := AdminKubeconfig(s.cfg.DataDir)
 	s.phase(5, "ready", "kubeconfig", kc)
@@ -259,9 +261,12 @@ func (s *Server) checkPorts() error {
 		}
 		l.Close()
 	}
+	if s.cfg.Disabled(ComponentMetrics) {
+		return nil
+	}
 	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(metrics.Port)))
 	if err != nil {
-		return fmt.Errorf("the metrics API's port 127.0.0.1:%d is in use (%v); stop what holds it (a metrics-server run by hand?)", metrics.Port, err)
+		return fmt.Errorf("the metrics API's port 127.0.0.1:%d is in use (%v); stop what holds it (a metrics-server run by hand?), or --disable %s", metrics.Port, err, ComponentMetrics)
 	}
 	l.Close()
 	return nil

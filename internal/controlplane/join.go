@@ -113,15 +113,19 @@ func (s *Server) runJoinSupport(ctx context.Context) error {
 	if err := s.ensureLBObjects(ctx, rc, cs); err != nil {
 		return err
 	}
-	if err := volumes.EnsureObjects(ctx, cs); err != nil {
-		return err
+	if !s.cfg.Disabled(ComponentLocalStorage) {
+		if err := volumes.EnsureObjects(ctx, cs); err != nil {
+			return err
+		}
 	}
-	agg, err := aggregator.NewForConfig(rc)
-	if err != nil {
-		return err
-	}
-	if err := metrics.EnsureObjects(ctx, cs, agg, s.certs.ca.PEM); err != nil {
-		return err
+	if !s.cfg.Disabled(ComponentMetrics) {
+		agg, err := aggregator.NewForConfig(rc)
+		if err != nil {
+			return err
+		}
+		if err := metrics.EnsureObjects(ctx, cs, agg, s.certs.ca.PEM); err != nil {
+			return err
+		}
 	}
 	s.runControllers(ctx, cs, dyn)
 	return nil
