@@ -50,8 +50,17 @@ func metricsBench(ctx context.Context, data string) {
 		agent.KillShims(agent.RunDirFor(data))
 		return r
 	}
-	ours := run("in-process", nil, false)
-	theirs := run("metrics-server", []string{"--disable", controlplane.ComponentMetrics}, true)
+	// The node needs an address that is not loopback: the kubelet gives
+	// a loopback node IP no InternalIP, and the metrics API scrapes
+	// kubelets at their InternalIP. This machine's own address stays on
+	// this machine.
+	ip, err := controlplane.DefaultAddress()
+	if err != nil {
+		fatalf("this machine's address: %v", err)
+	}
+	addr := []string{"--advertise-address", ip.String()}
+	ours := run("in-process", addr, false)
+	theirs := run("metrics-server", append(addr, "--disable", controlplane.ComponentMetrics), true)
 	if err := writeMetrics(ours, theirs); err != nil {
 		fatalf("%v", err)
 	}

@@ -24,6 +24,9 @@ const LBLease = "cloudless-lb"
 // node-related objects: the serving CSR approver and cluster DNS.
 const NodesLease = "cloudless-nodes"
 
+// ManifestsLease is the Lease (in kube-system) of the manifests applier.
+const ManifestsLease = "cloudless-manifests"
+
 // controllerGroups are the cluster-side controllers this server runs
 // (internal/controllers): the node group under its Lease, so that with
 // several servers one acts, and this server's own node label unelected.
@@ -36,6 +39,11 @@ func (s *Server) controllerGroups() []controllers.Group {
 		Name:  "load-balancer",
 		Lease: LBLease,
 		New:   []func(controllers.Env) (controllers.Controller, error){controllers.NewLBAllocator(s.lbReserved())},
+	}, {
+		Name:    "manifests",
+		Lease:   ManifestsLease,
+		Options: controllers.ManifestsOnly,
+		New:     []func(controllers.Env) (controllers.Controller, error){controllers.NewManifests},
 	}}
 	if !s.cfg.DisableAgent {
 		groups = append(groups, controllers.Group{

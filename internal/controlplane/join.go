@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net"
+	"path/filepath"
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/cloudless-dev/cloudless/internal/lb"
 	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
+	"github.com/cloudless-dev/cloudless/internal/manifests"
 	"github.com/cloudless-dev/cloudless/internal/metrics"
 	"github.com/cloudless-dev/cloudless/internal/token"
 	"github.com/cloudless-dev/cloudless/internal/volumes"
@@ -127,6 +129,12 @@ func (s *Server) runJoinSupport(ctx context.Context) error {
 			return err
 		}
 	}
+	go func() {
+		dir := filepath.Join(s.paths.root, manifests.DirName)
+		if err := manifests.Mirror(ctx, cs, dir, s.cfg.NodeName, s.log.With("subsystem", "manifests")); err != nil && ctx.Err() == nil {
+			s.log.Error("the manifests directory is not mirrored; `cloudless manifests put` still works", "dir", dir, "err", err)
+		}
+	}()
 	s.runControllers(ctx, cs, dyn)
 	return nil
 }

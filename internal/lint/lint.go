@@ -58,6 +58,8 @@ type Object struct {
 	Annotations map[string]string
 	File        string
 	Line        int
+	// JSON is the document as read, converted to JSON.
+	JSON []byte
 }
 
 func (o *Object) ref() string {

@@ -114,6 +114,10 @@ func Load(paths []string, stdin io.Reader) ([]*Object, []Note, error) {
 
 var yamlLine = regexp.MustCompile(`line (\d+)`)
 
+// Parse reads one file's documents as Load does: objects, and notes for
+// what does not parse (file and line).
+func Parse(file string, data []byte) ([]*Object, []Note) { return parse(file, data) }
+
 // parse splits a multi-document YAML stream and decodes each document.
 func parse(file string, data []byte) ([]*Object, []Note) {
 	var objs []*Object
@@ -168,7 +172,7 @@ func decode(file string, line int, js []byte) ([]*Object, []Note) {
 	if err := u.UnmarshalJSON(js); err != nil {
 		return nil, []Note{{File: file, Line: line, Message: "not a Kubernetes object: " + err.Error(), Unparseable: true}}
 	}
-	o := &Object{Obj: u, Kind: u.GetKind(), Namespace: u.GetNamespace(), Name: u.GetName(), Annotations: u.GetAnnotations(), File: file, Line: line}
+	o := &Object{Obj: u, Kind: u.GetKind(), Namespace: u.GetNamespace(), Name: u.GetName(), Annotations: u.GetAnnotations(), File: file, Line: line, JSON: js}
 	if typed, _, err := scheme.Codecs.UniversalDeserializer().Decode(js, nil, nil); err == nil {
 		o.Obj = typed
 	}

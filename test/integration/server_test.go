@@ -231,9 +231,10 @@ func TestTwoServersHA(t *testing.T) {
 		dirs = append(dirs, d)
 	}
 	// Two servers on one machine: the components' own health ports would
-	// collide, so they are turned off (on separate machines they differ).
+	// collide, so they are turned off (on separate machines they differ),
+	// and so would the metrics APIs' (127.0.0.1:10261).
 	common := []string{"--datastore-endpoint", dsn, "--token", "ha-test-token",
-		"--kube-controller-manager-arg=--secure-port=0", "--kube-scheduler-arg=--secure-port=0"}
+		"--kube-controller-manager-arg=--secure-port=0", "--kube-scheduler-arg=--secure-port=0", "--disable", controlplane.ComponentMetrics}
 	pa, a, _ := startServer(t, dirs[0], freePort(t), common...)
 	portB := freePort(t)
 	_, b, cfgB := startServer(t, dirs[1], portB, common...)
@@ -275,6 +276,22 @@ func TestTwoServersHA(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := waitAllocated(t, ctx, b, "before", metav1.ConditionTrue, lb.ReasonAllocated)
+	// A manifest stored through server A is applied (by whichever server
+	// holds the manifests Lease) and seen through B.
+	mf := filepath.Join(dirs[0], "ha.yaml")
+	if err := os.WriteFile(mf, []byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: from-manifest, namespace: default}\ndata: {k: v}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(cloudlessBin, "manifests", "put", "--data-dir", dirs[0], mf).CombinedOutput(); err != nil {
+		t.Fatalf("manifests put through server A: %v\n%s", err, out)
+	}
+	poll(t, ctx, "the manifest's ConfigMap through server B", func() (bool, error) {
+		_, err := b.CoreV1().ConfigMaps("default").Get(ctx, "from-manifest", metav1.GetOptions{})
+		return err == nil, nil
+	})
+	if l, err := b.CoordinationV1().Leases("kube-system").Get(ctx, controlplane.ManifestsLease, metav1.GetOptions{}); err != nil || ptr.Deref(l.Spec.HolderIdentity, "") == "" {
+		t.Errorf("manifests Lease: %v, %v; want one holder", l, err)
+	}
 	pa.kill()
 	killed := time.Now()
 	if _, err := b.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "from-b"}}, metav1.CreateOptions{}); err != nil {

@@ -135,7 +135,7 @@ func testLocalVolumes(t *testing.T, ctx context.Context, c *netCluster) {
 	}
 	pvA, _ := c.cs.CoreV1().PersistentVolumes().Get(ctx, vols[onA].pv, metav1.GetOptions{})
 	if pvA.Annotations[volumes.SizeEnforcedAnnotation] == "false" {
-		waitClaimEvent(t, ctx, c.cs, ns, "data-"+onA, volumes.ReasonSizeNotEnforced, "not capped")
+		waitObjectEvent(t, ctx, c.cs, ns, "data-"+onA, volumes.ReasonSizeNotEnforced, "not capped")
 	}
 
 	// Data survives the pod's restart.
@@ -227,7 +227,7 @@ func testLocalVolumes(t *testing.T, ctx context.Context, c *netCluster) {
 		if _, err := c.cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		waitClaimEvent(t, ctx, c.cs, ns, tc.name, "ProvisioningFailed", tc.want)
+		waitObjectEvent(t, ctx, c.cs, ns, tc.name, "ProvisioningFailed", tc.want)
 		if got, _ := c.cs.CoreV1().PersistentVolumeClaims(ns).Get(ctx, tc.name, metav1.GetOptions{}); got.Status.Phase != corev1.ClaimPending {
 			t.Errorf("claim %s: %s, want Pending", tc.name, got.Status.Phase)
 		}
@@ -256,9 +256,9 @@ func testLocalVolumes(t *testing.T, ctx context.Context, c *netCluster) {
 	}
 }
 
-// waitClaimEvent polls for an event on object name in ns with reason, whose
+// waitObjectEvent polls for an event on object name in ns with reason, whose
 // message contains want.
-func waitClaimEvent(t *testing.T, ctx context.Context, cs kubernetes.Interface, ns, name, reason, want string) {
+func waitObjectEvent(t *testing.T, ctx context.Context, cs kubernetes.Interface, ns, name, reason, want string) {
 	t.Helper()
 	poll(t, ctx, fmt.Sprintf("event %s on %s/%s saying %q", reason, ns, name, want), func() (bool, error) {
 		evs, err := cs.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
