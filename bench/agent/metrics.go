@@ -126,7 +126,7 @@ func writeMetrics(ours, theirs result) error {
 	mib := func(b int64) float64 { return float64(b) / (1 << 20) }
 	md := fmt.Sprintf("# Metrics API, %s, %s\n\n`ONLY_METRICS=1 sudo bench/agent/run.sh` (%d pods, %s idle).\n\n", date, host, *pods, *idle) +
 		"A one-machine cluster (`cloudless server`, its agent, containerd) with the pods running and their metrics served through kube-apiserver. " +
-		"In-process: the server's own metrics API (metrics-server v0.8.0 as a library). Separate: `cloudless server --disable metrics` and the upstream metrics-server v0.8.0 binary, built from the same module, on the same certificates, port and 15 s resolution.\n\n" +
+		"In-process: the server's own metrics API (metrics-server v0.8.0 as a library). Separate: `cloudless server --disable metrics` and the upstream metrics-server v0.8.0 binary, built in its own module on the Kubernetes modules it pins, on the same certificates, port and 15 s resolution.\n\n" +
 		"| Metric | In-process | Separate metrics-server | Ratio |\n|---|---|---|---|\n"
 	for _, r := range []struct {
 		name string

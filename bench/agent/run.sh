@@ -18,7 +18,9 @@ build/build.sh "$work/bin" >&2
 k8s=$(go list -m -f '{{.Version}}' k8s.io/kubernetes); minor=${k8s#v1.}; minor=${minor%%.*}; v=k8s.io/component-base/version
 go build -ldflags "-X $v.gitVersion=$k8s -X $v.gitMajor=1 -X $v.gitMinor=$minor" -o "$work/upstream/" k8s.io/kubernetes/cmd/kubelet
 go build -o "$work/upstream/" github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
-go build -o "$work/upstream/" sigs.k8s.io/metrics-server/cmd/metrics-server
+# metrics-server as its project builds it: in its own module, on the
+# Kubernetes modules it pins (ours need the workarounds in internal/metrics).
+(cd "$(go list -m -f '{{.Dir}}' sigs.k8s.io/metrics-server)" && go build -o "$work/upstream/" ./cmd/metrics-server)
 CGO_ENABLED=0 go build -o "$work/app" ./test/integration/testdata/app
 go build -o "$work/agentbench" ./bench/agent
 "$work/agentbench" -pack-app "$work/app" -app "$work/app.tar" 

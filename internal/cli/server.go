@@ -92,6 +92,7 @@ Image archives dropped in <data-dir>/agent/images/ are imported.`,
 	f.StringSliceVar(&cfg.NodeTaints, "node-taint", nil, "taint this node registers with, key[=value]:Effect, e.g. node-role.kubernetes.io/control-plane:NoSchedule (repeatable)")
 	f.StringArrayVar(&cfg.KubeletArgs, "kubelet-arg", nil, "extra kubelet flag (repeatable, applied last)")
 	addVolumeRootFlag(f, &cfg.VolumeRoots)
+	f.StringVar(&cfg.ManifestsDir, "manifests-dir", "", "directory of manifest files this server keeps stored and applied, subdirectories included (default: <data-dir>/server/manifests; see `cloudless manifests --help`)")
 	f.StringArrayVar(&cfg.Disable, "disable", nil, "built-in component not to run or install (repeatable): "+disableHelp())
 	f.StringArrayVar(&cfg.APIServerArgs, "kube-apiserver-arg", nil, "extra kube-apiserver flag, e.g. --kube-apiserver-arg=--v=2 (repeatable, applied last)")
 	f.StringArrayVar(&cfg.ControllerManagerArgs, "kube-controller-manager-arg", nil, "extra kube-controller-manager flag (repeatable, applied last)")

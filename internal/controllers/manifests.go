@@ -35,8 +35,8 @@ import (
 	"github.com/cloudless-dev/cloudless/internal/manifests"
 )
 
-// ManifestsComponent signs the applier's events; it is also its field
-// manager.
+// ManifestsComponent signs the applier's events; its field managers are
+// ManifestsComponent:<ConfigMap of the file>.
 const ManifestsComponent = "cloudless-manifests"
 
 // Event reasons on a manifest file's ConfigMap.
@@ -235,7 +235,9 @@ func (c *manifestApplier) apply(ctx context.Context, cm *corev1.ConfigMap, o *li
 	}
 	labels[manifests.OwnerLabel] = cm.Name
 	u.SetLabels(labels)
-	if _, err := res.Apply(ctx, u.GetName(), u, metav1.ApplyOptions{FieldManager: ManifestsComponent, Force: true}); err != nil {
+	// Each file its own field manager, so that two files setting one
+	// object show as two managers.
+	if _, err := res.Apply(ctx, u.GetName(), u, metav1.ApplyOptions{FieldManager: ManifestsComponent + ":" + cm.Name, Force: true}); err != nil {
 		return ref, err
 	}
 	return ref, nil

@@ -83,6 +83,9 @@ type Config struct {
 	KubeletArgs  []string
 	// VolumeRoots hold the node's local volumes (volumes.ParseRoots).
 	VolumeRoots []string
+	// ManifestsDir is mirrored into the stored manifests (default
+	// <data-dir>/server/manifests).
+	ManifestsDir string
 	// Disable names built-in components not to run or install
 	// (Components).
 	Disable []string

@@ -130,7 +130,10 @@ func (s *Server) runJoinSupport(ctx context.Context) error {
 		}
 	}
 	go func() {
-		dir := filepath.Join(s.paths.root, manifests.DirName)
+		dir := s.cfg.ManifestsDir
+		if dir == "" {
+			dir = filepath.Join(s.paths.root, manifests.DirName)
+		}
 		if err := manifests.Mirror(ctx, cs, dir, s.cfg.NodeName, s.log.With("subsystem", "manifests")); err != nil && ctx.Err() == nil {
 			s.log.Error("the manifests directory is not mirrored; `cloudless manifests put` still works", "dir", dir, "err", err)
 		}

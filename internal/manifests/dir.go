@@ -3,6 +3,7 @@ package manifests
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -13,14 +14,15 @@ import (
 	"k8s.io/client-go/kubernetes"
 )
 
-// DirName is the manifests directory in a server's data dir.
+// DirName is the default manifests directory in a server's data dir
+// (--manifests-dir).
 const DirName = "manifests"
 
 // SkipSuffix marks a file to leave alone: NAME.skip next to NAME.
 const SkipSuffix = ".skip"
 
-// Mirror keeps the files of dir stored as manifests, with source
-// "dir:<server>", until ctx ends: a file added or changed is put, a file
+// Mirror keeps the files of dir and its subdirectories stored as
+// manifests, with source "dir:<server>", until ctx ends: a file added or changed is put, a file
 // removed is removed (only if this server's directory put it). Changes
 // are picked up as the directory reports them (inotify), within a second.
 func Mirror(ctx context.Context, cs kubernetes.Interface, dir, server string, log *slog.Logger) error {
@@ -32,12 +34,9 @@ func Mirror(ctx context.Context, cs kubernetes.Interface, dir, server string, lo
 		return fmt.Errorf("watch %s: %w", dir, err)
 	}
 	defer w.Close()
-	if err := w.Add(dir); err != nil {
-		return fmt.Errorf("watch %s: %w", dir, err)
-	}
 	source := "dir:" + server
 	sync := func() {
-		if err := syncDir(ctx, cs, dir, source, log); err != nil {
+		if err := syncDir(ctx, cs, w, dir, source, log); err != nil {
 			log.Warn("mirror the manifests directory", "dir", dir, "err", err)
 		}
 	}
@@ -73,36 +72,50 @@ func manifestFile(name string) bool {
 	return false
 }
 
-func syncDir(ctx context.Context, cs kubernetes.Interface, dir, source string, log *slog.Logger) error {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
+// syncDir stores every manifest file under dir (subdirectories included,
+// named by their path relative to dir) and removes the stored files of
+// this source that are gone; it watches every directory it walks.
+func syncDir(ctx context.Context, cs kubernetes.Interface, w *fsnotify.Watcher, dir, source string, log *slog.Logger) error {
 	present := map[string]bool{}
 	skip := map[string]bool{}
-	for _, e := range entries {
-		if n, ok := strings.CutSuffix(e.Name(), SkipSuffix); ok {
-			skip[n] = true
-		}
-	}
-	for _, e := range entries {
-		if !e.Type().IsRegular() || !manifestFile(e.Name()) {
-			continue
-		}
-		present[e.Name()] = true
-		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+	var files []string
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if err := Put(ctx, cs, e.Name(), data, source, skip[e.Name()]); err != nil {
-			return err
+		rel, _ := filepath.Rel(dir, path)
+		switch {
+		case d.IsDir():
+			if rel != "." && strings.HasPrefix(d.Name(), ".") {
+				return filepath.SkipDir
+			}
+			return w.Add(path) // a no-op for a directory already watched
+		case !d.Type().IsRegular():
+		case strings.HasSuffix(rel, SkipSuffix):
+			skip[strings.TrimSuffix(rel, SkipSuffix)] = true
+		case manifestFile(d.Name()):
+			files = append(files, rel)
 		}
-	}
-	files, err := List(ctx, cs)
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	for _, f := range files {
+	for _, rel := range files {
+		present[rel] = true
+		data, err := os.ReadFile(filepath.Join(dir, rel))
+		if err != nil {
+			return err
+		}
+		if err := Put(ctx, cs, rel, data, source, skip[rel]); err != nil {
+			return err
+		}
+	}
+	stored, err := List(ctx, cs)
+	if err != nil {
+		return err
+	}
+	for _, f := range stored {
 		if f.Source == source && !present[f.Name] {
 			log.Info("manifest file removed from the directory: removing it", "file", f.Name)
 			if err := Remove(ctx, cs, f.Name); err != nil {

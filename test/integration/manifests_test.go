@@ -80,6 +80,19 @@ func TestManifests(t *testing.T) {
 	write("system.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: extension-apiserver-authentication, namespace: kube-system}\ndata: {k: v}\n")
 	manifestEvent(t, ctx, cs, "system.yaml", controllers.ReasonManifestRefused, "system object")
 
+	// Subdirectories count, named by their relative path.
+	if err := os.MkdirAll(filepath.Join(mdir, "sub"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	write("sub/nested.yaml", cm("nested", ""))
+	poll(t, ctx, "mf/nested from sub/nested.yaml", exists("mf", "nested"))
+
+	// A huge file and a binary one are reported and skipped.
+	write("huge.yaml", strings.Repeat("# padding\n", 60<<10))
+	manifestEvent(t, ctx, cs, "huge.yaml", controllers.ReasonManifestInvalid, "over the 512 KiB limit")
+	write("binary.yaml", "\x00\x01\x02 not text")
+	manifestEvent(t, ctx, cs, "binary.yaml", controllers.ReasonManifestInvalid, "binary data")
+
 	// A .skip marker: not applied.
 	write("skipped.yaml.skip", "")
 	write("skipped.yaml", cm("skipped", ""))
