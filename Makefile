@@ -24,6 +24,7 @@ bench: build
 	bench/server/run.sh
 	bench/agent/run.sh
 	bench/network/run.sh
+	bench/lb/run.sh
 	bench/lint/run.sh
 
 # The whole conformance suite, parallel and serial passes (about an hour).
