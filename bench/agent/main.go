@@ -226,18 +226,7 @@ func startPods(ctx context.Context, cs *kubernetes.Clientset, tag string) []time
 	for i := range *pods {
 		name := fmt.Sprintf("%s-%d", tag, i)
 		pod := appPod(name)
-		t0 := time.Now()
-		for {
-			_, err := cs.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{})
-			if err == nil {
-				break
-			}
-			if time.Since(t0) > time.Minute { // the default ServiceAccount appears shortly after start
-				fatalf("create pod: %v", err)
-			}
-			time.Sleep(100 * time.Millisecond)
-			t0 = time.Now()
-		}
+		t0 := createPod(ctx, cs, pod)
 		d = append(d, waitRunning(ctx, cs, name, t0))
 		cs.CoreV1().Pods("default").Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
 	}
@@ -260,6 +249,22 @@ func appPod(name string) *corev1.Pod {
 		Containers: []corev1.Container{{Name: "app", Image: image, ImagePullPolicy: corev1.PullNever,
 			SecurityContext: &corev1.SecurityContext{RunAsNonRoot: ptr.To(true), AllowPrivilegeEscalation: ptr.To(false),
 				Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}, SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}}}}}}
+}
+
+// createPod creates pod, retrying for a minute while the default
+// ServiceAccount does not exist yet (shortly after start), and returns
+// when its successful create was sent.
+func createPod(ctx context.Context, cs *kubernetes.Clientset, pod *corev1.Pod) time.Time {
+	for first := time.Now(); ; time.Sleep(100 * time.Millisecond) {
+		t0 := time.Now()
+		_, err := cs.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{})
+		if err == nil {
+			return t0
+		}
+		if time.Since(first) > time.Minute {
+			fatalf("create pod: %v", err)
+		}
+	}
 }
 
 // waitRunning returns how long after t0 pod name was Running.

@@ -72,15 +72,7 @@ func runPods(ctx context.Context, cs *kubernetes.Clientset, data string) {
 	if l, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{}); err == nil && len(l.Items) == 0 {
 		run(filepath.Join(*bin, "cloudless"), "images", "import", "--data-dir", data, *appTar)
 		for i := range *pods {
-			for t0 := time.Now(); ; time.Sleep(100 * time.Millisecond) {
-				_, err := cs.CoreV1().Pods("default").Create(ctx, appPod(fmt.Sprintf("m-%d", i)), metav1.CreateOptions{})
-				if err == nil {
-					break
-				}
-				if time.Since(t0) > time.Minute {
-					fatalf("create pod: %v", err)
-				}
-			}
+			createPod(ctx, cs, appPod(fmt.Sprintf("m-%d", i)))
 		}
 	}
 	for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(200 * time.Millisecond) {

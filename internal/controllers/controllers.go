@@ -33,11 +33,15 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 )
 
@@ -49,6 +53,13 @@ type Env struct {
 	Dynamic          dynamic.Interface
 	DynamicInformers dynamicinformer.DynamicSharedInformerFactory
 	Log              *slog.Logger
+}
+
+// Recorder returns an event recorder that signs events with component.
+func (env Env) Recorder(component string) record.EventRecorder {
+	b := record.NewBroadcaster()
+	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: env.Client.CoreV1().Events("")})
+	return b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: component})
 }
 
 // Controller is a built controller; Run works its queue until ctx ends.

@@ -26,8 +26,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
@@ -71,9 +69,7 @@ func NewLBAllocator(reserved []lb.Reserved) func(Env) (Controller, error) {
 			pools: poolInf.Lister(), reserved: reserved, alloc: lb.NewAllocator(), poolErrors: map[string]string{},
 		}
 		c.queue = newQueue("lb-allocator", env.Log, c.reconcile)
-		b := record.NewBroadcaster()
-		b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: env.Client.CoreV1().Events("")})
-		c.events = b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: LBComponent})
+		c.events = env.Recorder(LBComponent)
 		svcKey := func(obj any) string {
 			s, ok := obj.(*corev1.Service)
 			if !ok {

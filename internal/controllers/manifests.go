@@ -25,8 +25,6 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/record"
@@ -82,9 +80,7 @@ func NewManifests(env Env) (Controller, error) {
 	c := &manifestApplier{client: env.Client, dyn: env.Dynamic, files: inf.Lister(),
 		mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(env.Client.Discovery()))}
 	c.queue = newQueue("manifests", env.Log, c.reconcile)
-	b := record.NewBroadcaster()
-	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: env.Client.CoreV1().Events("")})
-	c.events = b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: ManifestsComponent})
+	c.events = env.Recorder(ManifestsComponent)
 	if _, err := inf.Informer().AddEventHandler(c.handler(func(obj any) string {
 		if cm, ok := obj.(*corev1.ConfigMap); ok {
 			return cm.Name

@@ -18,8 +18,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
@@ -27,8 +25,9 @@ import (
 	"github.com/cloudless-dev/cloudless/internal/volumes"
 )
 
-// StrandedVolumesComponent signs the events of this controller.
-const StrandedVolumesComponent = "cloudless-volumes"
+// StrandedVolumesComponent signs the events of this controller, as the
+// nodes' provisioners sign theirs.
+const StrandedVolumesComponent = volumes.Component
 
 type strandedVolumes struct {
 	*queue
@@ -50,9 +49,7 @@ func NewStrandedVolumes(env Env) (Controller, error) {
 	pvInf := env.Informers.Core().V1().PersistentVolumes()
 	c := &strandedVolumes{client: env.Client, nodes: nodeInf.Lister(), pvs: pvInf.Lister()}
 	c.queue = newQueue("stranded-volumes", env.Log, c.reconcile)
-	b := record.NewBroadcaster()
-	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: env.Client.CoreV1().Events("")})
-	c.events = b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: StrandedVolumesComponent})
+	c.events = env.Recorder(StrandedVolumesComponent)
 	if _, err := pvInf.Informer().AddEventHandler(c.handler(func(obj any) string {
 		if pv, ok := obj.(*corev1.PersistentVolume); ok && pv.Labels[volumes.NodeLabel] != "" {
 			return pv.Name

@@ -51,7 +51,7 @@ func (p *Provisioner) Run(ctx context.Context, rc *rest.Config) error {
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
 	defer broadcaster.Shutdown()
-	p.recorder = broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "cloudless-volumes", Host: p.Node})
+	p.recorder = broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: Component, Host: p.Node})
 
 	all := informers.NewSharedInformerFactory(cs, 0)
 	// Only this node's volumes: the node may not read the others' anyway

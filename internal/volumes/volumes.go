@@ -34,6 +34,8 @@ import (
 )
 
 const (
+	// Component signs the events about local volumes.
+	Component = "cloudless-volumes"
 	// ProvisionerName is the provisioner name in StorageClasses.
 	ProvisionerName = "cloudless.dev/local-path"
 	// ClassName is the StorageClass Cloudless installs, the default one

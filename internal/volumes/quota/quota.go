@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"unsafe"
 
@@ -166,7 +167,7 @@ func Check(dir string) error {
 	default:
 		return fmt.Errorf("%w: %s is on %s; project quotas need ext4 or XFS", ErrUnsupported, dir, fs)
 	}
-	if !hasOption(opts, "prjquota") && !hasOption(opts, "pquota") {
+	if !slices.Contains(opts, "prjquota") && !slices.Contains(opts, "pquota") {
 		fix := "mount it with -o prjquota"
 		if fs == "ext4" {
 			fix = "enable the feature (tune2fs -O project,quota " + dev + ", unmounted) and mount it with -o prjquota"
@@ -177,15 +178,6 @@ func Check(dir string) error {
 		return err
 	}
 	return nil
-}
-
-func hasOption(opts []string, o string) bool {
-	for _, x := range opts {
-		if x == o {
-			return true
-		}
-	}
-	return false
 }
 
 // Device names the block device of the filesystem holding path, as
