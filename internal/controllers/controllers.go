@@ -15,7 +15,8 @@
 //  1. write New<Thing>(env Env) (Controller, error): get the informers it
 //     reads from env.Informers (before the group starts them), add event
 //     handlers that put keys on a queue (newQueue), and read only from
-//     listers in its reconcile function, which must be idempotent;
+//     listers in its reconcile function, which must be idempotent; events
+//     go through env.Recorder(component);
 //  2. add it to a group in the server (internal/controlplane,
 //     controllers.go), or make a new group with a Lease of its own if it
 //     must fail over independently;
