@@ -41,6 +41,7 @@ import (
 
 	"github.com/cloudless-dev/cloudless/internal/agent"
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/klogslog"
 )
 
@@ -109,7 +110,7 @@ func main() {
 	ours := result{nodeReady: waitNodeReady(ctx, cs, t0)}
 	if *onlyMetr {
 		procs.stop()
-		agent.KillShims(agent.RunDirFor(data))
+		agent.KillShims(datadir.Of(data).RunDir())
 		metricsBench(ctx, data)
 		return
 	}
@@ -127,7 +128,7 @@ func main() {
 	cfgPath := filepath.Join(data, "agent", "containerd.toml")
 	ours.rss, ours.pss, ours.cpu = measureIdle(procs, map[string][]string{"containerd": {"containerd", "--config", cfgPath}})
 	procs.stop()
-	agent.KillShims(agent.RunDirFor(data))
+	agent.KillShims(datadir.Of(data).RunDir())
 
 	// Upstream: the same control plane without its agent, and upstream
 	// containerd and kubelet binaries on the files the agent wrote.
@@ -138,7 +139,7 @@ func main() {
 	procs.startEnv("containerd", []string{"PATH=" + *upstream + ":" + *bin + ":" + os.Getenv("PATH")}, filepath.Join(*upstream, "containerd"), "--config", cfgPath)
 	// As systemd's ordering would: the kubelet exits if the runtime is
 	// not up yet.
-	sock := filepath.Join(agent.RunDirFor(data), "containerd", "containerd.sock")
+	sock := filepath.Join(datadir.Of(data).RunDir(), "containerd", "containerd.sock")
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
 		if c, err := net.Dial("unix", sock); err == nil {
 			c.Close()
@@ -167,7 +168,7 @@ func main() {
 	theirs.podStarts = startPods(ctx, cs, "upstream")
 	theirs.rss, theirs.pss, theirs.cpu = measureIdle(procs, nil)
 	procs.stop()
-	agent.KillShims(agent.RunDirFor(data))
+	agent.KillShims(datadir.Of(data).RunDir())
 
 	if err := write(ours, theirs); err != nil {
 		fatalf("%v", err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cloudless-dev/cloudless/internal/agent"
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/metrics"
 )
 
@@ -47,7 +48,7 @@ func metricsBench(ctx context.Context, data string) {
 		var r result
 		r.rss, r.pss, r.cpu = measureIdle(procs, containerd)
 		procs.stop()
-		agent.KillShims(agent.RunDirFor(data))
+		agent.KillShims(datadir.Of(data).RunDir())
 		return r
 	}
 	// The node needs an address that is not loopback: the kubelet gives

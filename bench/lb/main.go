@@ -31,6 +31,7 @@ import (
 	"github.com/cloudless-dev/cloudless/internal/agent"
 	"github.com/cloudless-dev/cloudless/internal/controllers"
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/lb"
 	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
 )
@@ -126,8 +127,8 @@ func teardown(nodes []*node) {
 		}
 		if n.data != "" {
 			inNode(n, filepath.Join(*bin, "cloudless"), "reset", "--data-dir", n.data, "--yes").Run()
-			agent.KillShims(agent.RunDirFor(n.data))
-			os.RemoveAll(agent.RunDirFor(n.data))
+			agent.KillShims(datadir.Of(n.data).RunDir())
+			os.RemoveAll(datadir.Of(n.data).RunDir())
 			agent.RemoveCgroups(n.data)
 		}
 		exec.Command("ip", "netns", "delete", n.ns).Run()
@@ -183,8 +184,8 @@ func runProfile(profile string) (failover, create []time.Duration) {
 		log.Fatal(err)
 	}
 	for _, n := range nodes {
-		os.MkdirAll(agent.ImagesDir(n.data), 0o700)
-		os.WriteFile(filepath.Join(agent.ImagesDir(n.data), "app.tar"), archive, 0o600)
+		os.MkdirAll(datadir.Of(n.data).Images(), 0o700)
+		os.WriteFile(filepath.Join(datadir.Of(n.data).Images(), "app.tar"), archive, 0o600)
 	}
 	log.Printf("%s: starting two nodes", profile)
 	a.args = []string{"server", "--data-dir", a.data, "--node-name", a.name, "--advertise-address", a.ip, "--resolv-conf", resolv, "--lb-failure-detection", profile}

@@ -43,6 +43,7 @@ import (
 
 	"github.com/cloudless-dev/cloudless/internal/agent"
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 )
 
 const (
@@ -185,8 +186,8 @@ func teardown() {
 }
 
 func cleanupNode(data string) {
-	agent.KillShims(agent.RunDirFor(data))
-	os.RemoveAll(agent.RunDirFor(data))
+	agent.KillShims(datadir.Of(data).RunDir())
+	os.RemoveAll(datadir.Of(data).RunDir())
 	agent.RemoveCgroups(data)
 	// A fresh namespace for the next mode: no rules left from this one.
 	teardown()

@@ -16,8 +16,6 @@ package agent
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,6 +32,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
+	"github.com/cloudless-dev/cloudless/internal/atomicfile"
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/footprint"
 	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
 	"github.com/cloudless-dev/cloudless/internal/network"
@@ -64,7 +64,7 @@ type Config struct {
 	// HelpersDir holds runc, pause and cni/ (default: next to this binary).
 	HelpersDir string
 	// RunDir holds runtime state that must not outlive a reboot (default
-	// RunDirFor(DataDir)).
+	// datadir.Of(DataDir).RunDir()).
 	RunDir      string
 	NodeLabels  []string
 	KubeletArgs []string
@@ -77,7 +77,7 @@ type Config struct {
 	// LBFailureDetection is speaker.Fast or speaker.Tolerant ("": Fast).
 	LBFailureDetection string
 	// VolumeRoots are --volume-root values, DIR or NAME=DIR (default
-	// root: volumes.DirName in the agent's data dir).
+	// root: datadir.Dir.Volumes).
 	VolumeRoots []string
 }
 
@@ -99,24 +99,6 @@ func (p paths) registryHosts() string { return filepath.Join(p.root, "registries
 // plugins containerd starts itself and their configuration.
 func (p paths) nriSocket() string { return filepath.Join(p.run, "nri", "nri.sock") }
 func (p paths) nriDir() string    { return filepath.Join(p.root, "nri") }
-
-// DefaultRunDir is the run dir of the default data dir.
-const DefaultRunDir = "/run/cloudless"
-
-// RunDirFor is DefaultRunDir for the default data dir, and a directory of
-// its own for any other, so that several agents (tests) can share a
-// machine. dataDir is made absolute and clean first: "data/",
-// "./data" and "$PWD/data" share one run dir.
-func RunDirFor(dataDir string) string {
-	if abs, err := filepath.Abs(dataDir); err == nil {
-		dataDir = abs
-	}
-	if dataDir == "/var/lib/cloudless" {
-		return DefaultRunDir
-	}
-	sum := sha256.Sum256([]byte(dataDir))
-	return DefaultRunDir + "-" + hex.EncodeToString(sum[:4])
-}
 
 // SharedHostPaths are the only paths outside its data and run dirs that a
 // node writes to, and no two nodes write the same file there: the
@@ -141,10 +123,7 @@ const DevicePluginsHostDir = pluginapi.DevicePluginPath
 
 // NRISocket is containerd's NRI socket of the node with dataDir (and the
 // default run dir).
-func NRISocket(dataDir string) string { return paths{run: RunDirFor(dataDir)}.nriSocket() }
-
-// ImagesDir is where image archives are imported from.
-func ImagesDir(dataDir string) string { return filepath.Join(dataDir, "agent", "images") }
+func NRISocket(dataDir string) string { return paths{run: datadir.Of(dataDir).RunDir()}.nriSocket() }
 
 // Agent is a node agent.
 type Agent struct {
@@ -163,6 +142,11 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	if cfg.NodeName == "" || cfg.NodeIP == "" || cfg.Kubeconfig == "" {
 		return nil, errors.New("agent: node name, node IP and kubeconfig are required")
 	}
+	d, err := datadir.New(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	cfg.DataDir = string(d)
 	if cfg.HelpersDir == "" {
 		self, err := os.Executable()
 		if err != nil {
@@ -174,10 +158,9 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		cfg.RegistriesFile = DefaultRegistriesFile
 	}
 	if cfg.RunDir == "" {
-		cfg.RunDir = RunDirFor(cfg.DataDir)
+		cfg.RunDir = datadir.Of(cfg.DataDir).RunDir()
 	}
-	var err error
-	a := &Agent{cfg: cfg, log: log, paths: paths{filepath.Join(cfg.DataDir, "agent"), cfg.RunDir}, cgroupDriver: cgroupDriver(), ready: make(chan struct{}),
+	a := &Agent{cfg: cfg, log: log, paths: paths{datadir.Of(cfg.DataDir).Agent(), cfg.RunDir}, cgroupDriver: cgroupDriver(), ready: make(chan struct{}),
 		footprint: footprint.NewRecorder(cfg.DataDir)}
 	helpers := []string{"runc", "pause"}
 	for _, p := range cniHelpers {
@@ -188,7 +171,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 			return nil, fmt.Errorf("agent: helper %s is missing from %s: build with `make build`, which puts runc, pause and the CNI plugins next to cloudless", h, cfg.HelpersDir)
 		}
 	}
-	if a.volumeRoots, err = volumes.ParseRoots(cfg.VolumeRoots, filepath.Join(a.paths.root, volumes.DirName)); err != nil {
+	if a.volumeRoots, err = volumes.ParseRoots(cfg.VolumeRoots, datadir.Of(cfg.DataDir).Volumes()); err != nil {
 		return nil, err
 	}
 	a.net, err = network.New(network.Config{
@@ -225,7 +208,7 @@ func (a *Agent) run(ctx context.Context) error {
 	if err := checkSwap(a.cfg.KubeletArgs); err != nil {
 		return err
 	}
-	release, err := footprint.Lock(a.cfg.DataDir)
+	release, err := datadir.Of(a.cfg.DataDir).LockNode()
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
@@ -414,14 +397,7 @@ func memTotal() (uint64, error) {
 
 // writeFile writes atomically.
 func writeFile(path string, data []byte, perm os.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, perm); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(path, data, perm)
 }
 
 // runSpeaker announces the LoadBalancer addresses this node is chosen

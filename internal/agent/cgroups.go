@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/footprint"
 )
 
@@ -23,7 +24,7 @@ const CgroupFS = "/sys/fs/cgroup"
 func (a *Agent) cgroupRoot() string { return cgroupRootFor(a.cfg.DataDir) }
 
 func cgroupRootFor(dataDir string) string {
-	if run := RunDirFor(dataDir); run != DefaultRunDir {
+	if run := datadir.Of(dataDir).RunDir(); run != datadir.DefaultRunDir {
 		return "/" + filepath.Base(run)
 	}
 	return "/"

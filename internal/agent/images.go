@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/platforms"
@@ -42,7 +43,7 @@ func (a *Agent) importImages(ctx context.Context) error {
 	if _, err := importArchive(ctx, c, bytes.NewReader(pause)); err != nil {
 		return fmt.Errorf("import the pause image: %w", err)
 	}
-	dir := ImagesDir(a.cfg.DataDir)
+	dir := datadir.Of(a.cfg.DataDir).Images()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
@@ -60,7 +61,7 @@ func (a *Agent) watchImages(ctx context.Context) error {
 	defer c.Close()
 	seen := map[string]time.Time{}
 	for {
-		seen, err = a.importDir(ctx, c, ImagesDir(a.cfg.DataDir), seen)
+		seen, err = a.importDir(ctx, c, datadir.Of(a.cfg.DataDir).Images(), seen)
 		if err != nil {
 			a.log.Error("import images", "err", err)
 		}
@@ -182,9 +183,9 @@ func ImageArchive(ref string, layer []byte, cfg v1.Config) ([]byte, error) {
 // ImportFiles imports image archives into the running agent's containerd
 // for dataDir, returning the image names.
 func ImportFiles(ctx context.Context, dataDir string, files []string) ([]string, error) {
-	sock := filepath.Join(RunDirFor(dataDir), "containerd", "containerd.sock")
+	sock := filepath.Join(datadir.Of(dataDir).RunDir(), "containerd", "containerd.sock")
 	if _, err := os.Stat(sock); err != nil {
-		return nil, fmt.Errorf("no agent runs with --data-dir %s (no %s): start it, or copy the archives into %s to import them at its next start", dataDir, sock, ImagesDir(dataDir))
+		return nil, fmt.Errorf("no agent runs with --data-dir %s (no %s): start it, or copy the archives into %s to import them at its next start", dataDir, sock, datadir.Of(dataDir).Images())
 	}
 	c, err := client.New(sock, client.WithDefaultNamespace(criNamespace), client.WithTimeout(10*time.Second))
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/token"
 )
 
@@ -88,19 +89,16 @@ func fetchClusterInfo(ctx context.Context, c *http.Client, url string) (ClusterI
 	return ClusterInfo{}, fmt.Errorf("cluster-info has no cluster")
 }
 
-// pkiDir holds a joined agent's CA, bootstrap and kubelet credentials.
-func pkiDir(dataDir string) string { return filepath.Join(dataDir, "agent", "pki") }
-
 // KubeletKubeconfig is where a joined agent's kubelet keeps its
 // credentials, once bootstrapped: the node's identity, system:node:NAME.
 func KubeletKubeconfig(dataDir string) string {
-	return filepath.Join(pkiDir(dataDir), "kubelet.kubeconfig")
+	return filepath.Join(datadir.Of(dataDir).AgentPKI(), "kubelet.kubeconfig")
 }
 
 // WriteJoinFiles writes the CA and the kubelet's bootstrap kubeconfig under
 // the agent's dir and returns their paths.
 func WriteJoinFiles(dataDir, server string, info ClusterInfo, j token.Join) (caFile, bootstrap string, err error) {
-	dir := pkiDir(dataDir)
+	dir := datadir.Of(dataDir).AgentPKI()
 	caFile, bootstrap = filepath.Join(dir, "ca.crt"), filepath.Join(dir, "bootstrap.kubeconfig")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", "", err

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cloudless-dev/cloudless/internal/agent"
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/klogslog"
 	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
 	"github.com/cloudless-dev/cloudless/internal/token"
@@ -27,7 +28,7 @@ func newAgentCmd(logger func() (*slog.Logger, error)) *cobra.Command {
 	registries := agent.DefaultRegistriesFile
 	arpRefresh := speaker.DefaultRefresh
 	detection := speaker.Fast
-	dataDir = controlplane.DefaultConfig().DataDir
+	dataDir = datadir.Default
 	cmd := &cobra.Command{
 		Use:   "agent --server https://HOST:6443 --token TOKEN",
 		Short: "Join this machine to a cluster as a node (kubelet, containerd)",
@@ -111,7 +112,7 @@ Flags may also come from CLOUDLESS_<FLAG> or the --config file. Must run as root
 	f := cmd.Flags()
 	f.StringVar(&server, "server", "", "a server's URL, https://HOST:6443")
 	f.StringVar(&tok, "token", "", "join token from `cloudless token create` (CL1.…)")
-	f.StringVar(&dataDir, "data-dir", dataDir, "directory for Cloudless state")
+	datadir.AddFlag(f, &dataDir, "")
 	f.StringVar(&nodeName, "node-name", "", "this node's name (default: the hostname, lowercased)")
 	f.StringVar(&nodeIP, "node-ip", "", "address the cluster reaches this node on (default: the default route's interface)")
 	f.StringSliceVar(&labels, "node-label", nil, "label to register the node with, key=value (repeatable; not kubernetes.io/ labels)")

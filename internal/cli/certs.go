@@ -8,12 +8,12 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cloudless-dev/cloudless/internal/controlplane"
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/pki"
 )
 
 func newCertsCmd() *cobra.Command {
-	dataDir := controlplane.DefaultConfig().DataDir
+	dataDir := datadir.Default
 	var output string
 	cmd := &cobra.Command{Use: "certs", Short: "Inspect the control plane's certificates"}
 	check := &cobra.Command{
@@ -31,7 +31,7 @@ and rejoin nodes with a new token.`,
 			if err := configure(cmd, false); err != nil {
 				return err
 			}
-			list, err := pki.List(filepath.Join(dataDir, "server", "tls"))
+			list, err := pki.List(datadir.Of(dataDir).ServerTLS())
 			if err != nil {
 				return err
 			}
@@ -53,7 +53,7 @@ and rejoin nodes with a new token.`,
 		},
 	}
 	addConfigFlag(check)
-	check.Flags().StringVar(&dataDir, "data-dir", dataDir, "directory for Cloudless state")
+	datadir.AddFlag(check.Flags(), &dataDir, "")
 	check.Flags().StringVarP(&output, "output", "o", "table", "table or json")
 	cmd.AddCommand(check)
 	return cmd

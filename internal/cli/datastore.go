@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/datastore"
 	"github.com/cloudless-dev/cloudless/internal/datastore/engine/pebble"
 )
@@ -49,7 +50,7 @@ ignored).`,
 	}
 	addConfigFlag(cmd)
 	f := cmd.Flags()
-	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for Cloudless state")
+	datadir.AddFlag(f, &cfg.DataDir, "")
 	f.StringVar(&cfg.Endpoint, "datastore-endpoint", cfg.Endpoint, "empty for the embedded engine, or a postgres:// URL")
 	f.StringVar(&cfg.ListenSocket, "listen-socket", cfg.ListenSocket, "unix socket to serve on (default <data-dir>/datastore/etcd.sock)")
 	f.StringVar(&cfg.ListenAddress, "listen-address", cfg.ListenAddress, "also serve on this TCP address (host:port), with TLS client-certificate auth")
@@ -117,7 +118,7 @@ restoring a backup when you have one: repair loses the dropped writes.`,
 	}
 	addConfigFlag(cmd)
 	f := cmd.Flags()
-	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for Cloudless state")
+	datadir.AddFlag(f, &cfg.DataDir, "")
 	f.BoolVar(&yes, "yes", false, "repair; without it, only report what would be dropped")
 	f.StringVarP(&output, "output", "o", "table", "table or json")
 	return cmd

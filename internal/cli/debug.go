@@ -10,13 +10,13 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cloudless-dev/cloudless/internal/controlplane"
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/network"
 )
 
 func newDebugCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "debug", Short: "Collect state for debugging"}
-	dataDir := controlplane.DefaultConfig().DataDir
+	dataDir := datadir.Default
 	var output, node string
 	netCmd := &cobra.Command{
 		Use:   "network",
@@ -63,7 +63,7 @@ Runs on the node, as root.`,
 		},
 	}
 	addConfigFlag(netCmd)
-	netCmd.Flags().StringVar(&dataDir, "data-dir", dataDir, "directory for Cloudless state")
+	datadir.AddFlag(netCmd.Flags(), &dataDir, "")
 	netCmd.Flags().StringVarP(&output, "output", "o", "", "archive to write, - for stdout (default cloudless-network-<node>-<time>.tar.gz)")
 	netCmd.Flags().StringVar(&node, "node", "", "node to snapshot; must be this machine (run the command on each node you need)")
 	cmd.AddCommand(netCmd)

@@ -8,12 +8,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/doctor"
 	"github.com/cloudless-dev/cloudless/internal/lint"
 )
 
 func newDoctorCmd() *cobra.Command {
-	cfg := doctor.Config{DataDir: controlplane.DefaultConfig().DataDir}
+	cfg := doctor.Config{DataDir: datadir.Default}
 	var output, failOn string
 	var hostOnly bool
 	cmd := &cobra.Command{
@@ -75,7 +76,7 @@ Exit code: 0 clean (or below --fail-on), 1 findings at or above --fail-on,
 	}
 	addConfigFlag(cmd)
 	f := cmd.Flags()
-	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for Cloudless state (its disk is measured, its certificates checked)")
+	datadir.AddFlag(f, &cfg.DataDir, "directory for Cloudless state (its disk is measured, its certificates checked)")
 	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "cluster to check (default: the server's admin kubeconfig under --data-dir)")
 	f.BoolVar(&hostOnly, "host-only", false, "check this host only, not the cluster")
 	f.IntVar(&cfg.FsyncSamples, "fsync-samples", 200, "write+fdatasync rounds measuring the data dir's disk")

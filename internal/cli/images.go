@@ -8,11 +8,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cloudless-dev/cloudless/internal/agent"
-	"github.com/cloudless-dev/cloudless/internal/controlplane"
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 )
 
 func newImagesCmd() *cobra.Command {
-	dataDir := controlplane.DefaultConfig().DataDir
+	dataDir := datadir.Default
 	cmd := &cobra.Command{Use: "images", Short: "Manage this node's images without a registry"}
 	imp := &cobra.Command{
 		Use:   "import FILE...",
@@ -38,7 +38,7 @@ while the agent runs. Runs on the node, as root.`,
 		},
 	}
 	addConfigFlag(imp)
-	imp.Flags().StringVar(&dataDir, "data-dir", dataDir, "directory for Cloudless state")
+	datadir.AddFlag(imp.Flags(), &dataDir, "")
 	cmd.AddCommand(imp)
 	return cmd
 }

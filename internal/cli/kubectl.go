@@ -9,6 +9,7 @@ import (
 	kubectlcmd "k8s.io/kubectl/pkg/cmd"
 
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 )
 
 // newKubectlCmd embeds upstream kubectl. Without --kubeconfig or
@@ -42,7 +43,8 @@ func newKubectlCmd() *cobra.Command {
 // own: CLOUDLESS_DATA_DIR, else data-dir in the config file, else the default.
 func sharedDataDir() (string, error) {
 	if v := os.Getenv("CLOUDLESS_DATA_DIR"); v != "" {
-		return v, nil
+		d, err := datadir.New(v)
+		return string(d), err
 	}
 	path, explicit := os.LookupEnv("CLOUDLESS_CONFIG")
 	if !explicit {
@@ -52,8 +54,9 @@ func sharedDataDir() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if v, ok := file["data-dir"].(string); ok && v != "" {
-		return v, nil
+	if v, ok := file[datadir.FlagName].(string); ok && v != "" {
+		d, err := datadir.New(v)
+		return string(d), err
 	}
-	return controlplane.DefaultConfig().DataDir, nil
+	return datadir.Default, nil
 }

@@ -12,7 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 
-	"github.com/cloudless-dev/cloudless/internal/controlplane"
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/lb"
 	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
 )
@@ -34,7 +34,7 @@ type lbService struct {
 }
 
 func newLBCmd() *cobra.Command {
-	dataDir := controlplane.DefaultConfig().DataDir
+	dataDir := datadir.Default
 	var output string
 	cmd := &cobra.Command{Use: "lb", Short: "The built-in load balancer: LoadBalancer Services' addresses"}
 	status := &cobra.Command{
@@ -139,7 +139,7 @@ Run on a server; it uses <data-dir>/server/cred/admin.kubeconfig.`,
 		},
 	}
 	addConfigFlag(status)
-	status.Flags().StringVar(&dataDir, "data-dir", dataDir, "directory for Cloudless state")
+	datadir.AddFlag(status.Flags(), &dataDir, "")
 	status.Flags().StringVarP(&output, "output", "o", "table", "table or json")
 	cmd.AddCommand(status)
 	return cmd

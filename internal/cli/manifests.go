@@ -9,12 +9,12 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/cloudless-dev/cloudless/internal/controlplane"
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/manifests"
 )
 
 func newManifestsCmd() *cobra.Command {
-	dataDir := controlplane.DefaultConfig().DataDir
+	dataDir := datadir.Default
 	cmd := &cobra.Command{
 		Use:   "manifests",
 		Short: "Store, list and remove the manifest files the cluster keeps applied",
@@ -25,7 +25,7 @@ deleted, remove it and everything it created is deleted. An object annotated
 
 Files are stored in the datastore (ConfigMaps in kube-system), so every
 server sees the same set and one applies it. Besides this command, each
-server mirrors its directory <data-dir>/server/` + manifests.DirName + `/ (*.yaml,
+server mirrors its directory <data-dir>/server/manifests/ (*.yaml,
 *.yml, *.json): drop a file there, edit or delete it; a marker NAME.skip
 leaves NAME alone (not applied, nothing pruned).
 
@@ -127,7 +127,7 @@ Run on a server; it uses <data-dir>/server/cred/admin.kubeconfig.`,
 	}
 	for _, c := range []*cobra.Command{put, ls, rm} {
 		addConfigFlag(c)
-		c.Flags().StringVar(&dataDir, "data-dir", dataDir, "directory for Cloudless state")
+		datadir.AddFlag(c.Flags(), &dataDir, "")
 		cmd.AddCommand(c)
 	}
 	return cmd

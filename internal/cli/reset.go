@@ -11,10 +11,11 @@ import (
 	"golang.org/x/term"
 
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 )
 
 func newResetCmd() *cobra.Command {
-	dataDir := controlplane.DefaultConfig().DataDir
+	dataDir := datadir.Default
 	var yes bool
 	cmd := &cobra.Command{
 		Use:   "reset",
@@ -89,7 +90,7 @@ It asks for confirmation unless --yes is given.`,
 		},
 	}
 	addConfigFlag(cmd)
-	cmd.Flags().StringVar(&dataDir, "data-dir", dataDir, "directory for Cloudless state")
+	datadir.AddFlag(cmd.Flags(), &dataDir, "")
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
 	return cmd
 }

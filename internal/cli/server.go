@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/klogslog"
 	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
 )
@@ -112,7 +113,7 @@ func disableHelp() string {
 // addDatastoreFlags adds the flags that say where the server's state is.
 func addDatastoreFlags(cmd *cobra.Command, cfg *controlplane.Config) {
 	f := cmd.Flags()
-	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for Cloudless state")
+	datadir.AddFlag(f, &cfg.DataDir, "")
 	f.StringVar(&cfg.DatastoreEndpoint, "datastore-endpoint", cfg.DatastoreEndpoint, "empty for the embedded datastore; a postgres:// URL shared by several servers; or an external etcd cluster, https://host:2379[,https://…]")
 	f.StringVar(&cfg.DatastoreCAFile, "datastore-cafile", cfg.DatastoreCAFile, "CA that signs the external etcd's certificates")
 	f.StringVar(&cfg.DatastoreCertFile, "datastore-certfile", cfg.DatastoreCertFile, "client certificate for the external etcd")

@@ -3,7 +3,6 @@ package cli
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -13,11 +12,12 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/token"
 )
 
 func newTokenCmd() *cobra.Command {
-	dataDir := controlplane.DefaultConfig().DataDir
+	dataDir := datadir.Default
 	cmd := &cobra.Command{
 		Use:   "token",
 		Short: "Create, list and delete join tokens for `cloudless agent`",
@@ -124,7 +124,7 @@ Run on a server; it uses <data-dir>/server/cred/admin.kubeconfig.`,
 	}
 	for _, c := range []*cobra.Command{create, list, del} {
 		addConfigFlag(c)
-		c.Flags().StringVar(&dataDir, "data-dir", dataDir, "directory for Cloudless state")
+		datadir.AddFlag(c.Flags(), &dataDir, "")
 		cmd.AddCommand(c)
 	}
 	return cmd
@@ -146,7 +146,7 @@ func adminClient(dataDir string) (kubernetes.Interface, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	ca, err := os.ReadFile(filepath.Join(dataDir, "server", "tls", "ca.crt"))
+	ca, err := os.ReadFile(datadir.Of(dataDir).CA())
 	if err != nil {
 		return nil, nil, fmt.Errorf("read cluster CA: %w", err)
 	}

@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/cloudless-dev/cloudless/internal/atomicfile"
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/metrics"
 	"github.com/cloudless-dev/cloudless/internal/pki"
 )
@@ -27,7 +29,7 @@ func (p paths) file(rel string) string  { return filepath.Join(p.root, rel) }
 
 // AdminKubeconfig is where the admin kubeconfig is written.
 func AdminKubeconfig(dataDir string) string {
-	return paths{filepath.Join(dataDir, "server")}.cred("admin.kubeconfig")
+	return datadir.Of(dataDir).AdminKubeconfig()
 }
 
 type certs struct {
@@ -127,7 +129,7 @@ func (s *Server) ensureCAs() error {
 }
 
 func writeShared(path string, data []byte, mode os.FileMode) error {
-	return pki.WriteFile(path, data, mode)
+	return atomicfile.Write(path, data, mode)
 }
 
 func ensureSAKey(keyPath, pubPath string) error {
@@ -140,10 +142,10 @@ func ensureSAKey(keyPath, pubPath string) error {
 	}
 	der, _ := x509.MarshalPKCS8PrivateKey(key)
 	pub, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	if err := pki.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+	if err := atomicfile.Write(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 		return err
 	}
-	return pki.WriteFile(pubPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644)
+	return atomicfile.Write(pubPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644)
 }
 
 // writeKubeconfig writes a kubeconfig that names the certificate files,
@@ -166,7 +168,7 @@ contexts:
   context: {cluster: cloudless, user: user}
 current-context: cloudless
 `, server, base64.StdEncoding.EncodeToString(caPEM), certFile, keyFile)
-	return pki.WriteFile(path, []byte(data), 0o600)
+	return atomicfile.Write(path, []byte(data), 0o600)
 }
 
 // ensureSecretFile writes generated content once; it is never replaced.
@@ -180,7 +182,7 @@ func ensureSecretFile(path string, gen func() ([]byte, error)) error {
 	if err != nil {
 		return err
 	}
-	return pki.WriteFile(path, data, 0o600)
+	return atomicfile.Write(path, data, 0o600)
 }
 
-func pkiWrite(path string, data []byte) error { return pki.WriteFile(path, data, 0o600) }
+func pkiWrite(path string, data []byte) error { return atomicfile.Write(path, data, 0o600) }

@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/datastore"
 	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
 	"github.com/cloudless-dev/cloudless/internal/network"
@@ -99,7 +100,7 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		DataDir:            "/var/lib/cloudless",
+		DataDir:            datadir.Default,
 		BindAddress:        "0.0.0.0",
 		HTTPSPort:          6443,
 		ClusterCIDR:        "10.42.0.0/16",

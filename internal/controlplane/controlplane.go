@@ -30,6 +30,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/datastore"
 	"github.com/cloudless-dev/cloudless/internal/metrics"
 	"github.com/cloudless-dev/cloudless/internal/network"
@@ -56,6 +57,11 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		}
 		cfg.AdvertiseAddress = ip.String()
 	}
+	d, err := datadir.New(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	cfg.DataDir = string(d)
 	if cfg.NodeName == "" {
 		host, err := os.Hostname()
 		if err != nil {
@@ -66,7 +72,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if errs := validation.IsDNS1123Subdomain(cfg.NodeName); len(errs) > 0 {
 		return nil, fmt.Errorf("node name %q: %s (give --node-name)", cfg.NodeName, strings.Join(errs, "; "))
 	}
-	return &Server{cfg: cfg, log: log, paths: paths{filepath.Join(cfg.DataDir, "server")}, ready: make(chan struct{})}, nil
+	return &Server{cfg: cfg, log: log, paths: paths{datadir.Dir(cfg.DataDir).Server()}, ready: make(chan struct{})}, nil
 }
 
 // Ready is closed when the API server answers /readyz.
@@ -103,12 +109,12 @@ func (s *Server) run(ctx context.Context) error {
 			return err
 		}
 	}
-	release, err := lockDataDir(s.cfg.DataDir)
+	release, err := datadir.Dir(s.cfg.DataDir).LockServer()
 	if err != nil {
 		return err
 	}
 	defer release()
-	if err := checkLayout(s.cfg.DataDir); err != nil {
+	if err := datadir.Dir(s.cfg.DataDir).CheckLayout(); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(s.paths.root, 0o700); err != nil {
@@ -119,7 +125,7 @@ func (s *Server) run(ctx context.Context) error {
 	if s.cfg.DatastoreEndpoint != "" {
 		engine = "shared"
 	}
-	if err := pkiWrite(s.paths.file("datastore"), []byte(engine)); err != nil {
+	if err := pkiWrite(datadir.Dir(s.cfg.DataDir).DatastoreMode(), []byte(engine)); err != nil {
 		return err
 	}
 	addr := net.JoinHostPort(s.cfg.BindAddress, strconv.Itoa(s.cfg.HTTPSPort))

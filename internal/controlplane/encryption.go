@@ -8,9 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -57,7 +57,7 @@ type Encryption struct {
 }
 
 func (e *Encryption) configPath() string {
-	return paths{filepath.Join(e.Config.DataDir, "server")}.cred("encryption-config.yaml")
+	return paths{datadir.Of(e.Config.DataDir).Server()}.cred("encryption-config.yaml")
 }
 
 func (e *Encryption) progress(format string, args ...any) {
@@ -146,7 +146,7 @@ func (e *Encryption) countByKey(ctx context.Context) (byKey map[string]int, tota
 // drops the old keys. Each step waits for the apiserver to load the file.
 // It is safe to run again after an interruption.
 func (e *Encryption) Rotate(ctx context.Context) (string, error) {
-	if b, err := os.ReadFile(filepath.Join(e.Config.DataDir, "server", "datastore")); err == nil && string(b) == "shared" {
+	if datadir.Of(e.Config.DataDir).Shared() {
 		return "", errors.New("this server shares its datastore with others (--datastore-endpoint): rotating keys on several servers at once is not supported yet (every server must load the new key before any writes with it); see docs/security.md for the manual steps")
 	}
 	cfg, keys, err := e.readConfig()

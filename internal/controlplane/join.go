@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net"
-	"path/filepath"
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -20,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	aggregator "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
 
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/lb"
 	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
 	"github.com/cloudless-dev/cloudless/internal/manifests"
@@ -132,7 +132,7 @@ func (s *Server) runJoinSupport(ctx context.Context) error {
 	go func() {
 		dir := s.cfg.ManifestsDir
 		if dir == "" {
-			dir = filepath.Join(s.paths.root, manifests.DirName)
+			dir = datadir.Dir(s.cfg.DataDir).Manifests()
 		}
 		if err := manifests.Mirror(ctx, cs, dir, s.cfg.NodeName, s.log.With("subsystem", "manifests")); err != nil && ctx.Err() == nil {
 			s.log.Error("the manifests directory is not mirrored; `cloudless manifests put` still works", "dir", dir, "err", err)

@@ -18,20 +18,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cloudless-dev/cloudless/internal/agent"
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/footprint"
 	"github.com/cloudless-dev/cloudless/internal/network"
 )
-
-// lockDataDir takes the exclusive lock a running server holds on its data
-// dir, so that a second server, or reset, on the same dir is refused. The
-// kernel drops it when the process exits, however it exits.
-func lockDataDir(dataDir string) (release func(), err error) {
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create %s: %w (run as root or choose a writable --data-dir)", dataDir, err)
-	}
-	return footprint.LockFile(filepath.Join(dataDir, "server.lock"),
-		fmt.Sprintf("a cloudless server (pid %%s) is running with --data-dir %s; stop it first, or choose another --data-dir", dataDir))
-}
 
 // ResetPlan is what Reset removes: the data dir, and outside it exactly
 // what the node's footprint record lists (nothing without one).
@@ -52,31 +42,21 @@ type ResetPlan struct {
 	Notes   []string `json:"notes"`
 }
 
-// dataDirMarkers are what a Cloudless data dir holds: a server's layout
-// and lock, a datastore's files, a node's agent/ (a joined agent has only
-// that).
-var dataDirMarkers = []string{"layout-version", "server", "datastore", "server.lock", "agent"}
-
 // PlanReset says what Reset(dataDir) would do. It refuses a dir that is
 // not a Cloudless data dir, so a typo cannot remove /srv, and a node
 // whose network namespace is another one that still exists.
 func PlanReset(dataDir string) (ResetPlan, error) {
-	abs, err := filepath.Abs(dataDir)
+	d, err := datadir.New(dataDir)
 	if err != nil {
 		return ResetPlan{}, err
 	}
+	abs := string(d)
 	p := ResetPlan{DataDir: abs}
 	if _, err := os.Stat(abs); errors.Is(err, fs.ErrNotExist) {
 		return p, nil
 	}
-	marked := false
-	for _, m := range dataDirMarkers {
-		if _, err := os.Lstat(filepath.Join(abs, m)); err == nil {
-			marked = true
-		}
-	}
-	if !marked || abs == "/" {
-		return ResetPlan{}, fmt.Errorf("%s does not look like a Cloudless data dir (none of %s in it), so reset deletes nothing in it: check --data-dir", abs, strings.Join(dataDirMarkers, ", "))
+	if ok, markers := d.IsDataDir(); !ok {
+		return ResetPlan{}, fmt.Errorf("%s does not look like a Cloudless data dir (none of %s in it), so reset deletes nothing in it: check --data-dir", abs, strings.Join(markers, ", "))
 	}
 	rec, err := footprint.Load(abs)
 	switch {
@@ -96,9 +76,7 @@ func PlanReset(dataDir string) (ResetPlan, error) {
 	if p.Mounts, err = mountsUnder(dirs...); err != nil {
 		return ResetPlan{}, err
 	}
-	if b, err := os.ReadFile(filepath.Join(abs, "server", "datastore")); err == nil && string(b) == "shared" {
-		p.Shared = true
-	}
+	p.Shared = d.Shared()
 	return p, nil
 }
 
@@ -208,12 +186,12 @@ func Reset(p ResetPlan) error {
 	if _, err := os.Stat(p.DataDir); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	release, err := lockDataDir(p.DataDir)
+	release, err := datadir.Dir(p.DataDir).LockServer()
 	if err != nil {
 		return err
 	}
 	defer release()
-	releaseNode, err := footprint.Lock(p.DataDir)
+	releaseNode, err := datadir.Dir(p.DataDir).LockNode()
 	if err != nil {
 		return err
 	}

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/datastore/engine/pebble"
 	"github.com/cloudless-dev/cloudless/internal/datastore/engine/postgres"
 	"github.com/cloudless-dev/cloudless/internal/datastore/mvcc"
@@ -57,7 +58,7 @@ type Config struct {
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{DataDir: "/var/lib/cloudless", ProgressNotifyInterval: 10 * time.Minute}
+	return Config{DataDir: datadir.Default, ProgressNotifyInterval: 10 * time.Minute}
 }
 
 // Validate checks the configuration without side effects.
@@ -79,7 +80,7 @@ func (c *Config) SocketPath() string {
 	if c.ListenSocket != "" {
 		return c.ListenSocket
 	}
-	return filepath.Join(c.DataDir, "datastore", "etcd.sock")
+	return datadir.Of(c.DataDir).EngineSocket()
 }
 
 // Datastore is a running datastore.

@@ -6,11 +6,12 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/datastore/engine/pebble"
 )
 
 // EngineDir is where the embedded engine keeps its files under the data dir.
-func (c Config) EngineDir() string { return filepath.Join(c.DataDir, "datastore") }
+func (c Config) EngineDir() string { return datadir.Of(c.DataDir).Engine() }
 
 // Repair makes a damaged embedded engine open again: see pebble.Repair.
 // The datastore (and any server on the data dir) must be stopped.

@@ -21,9 +21,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/datastore"
 	"github.com/cloudless-dev/cloudless/internal/datastore/engine/pebble"
-	"github.com/cloudless-dev/cloudless/internal/footprint"
 	"github.com/cloudless-dev/cloudless/internal/lint"
 	"github.com/cloudless-dev/cloudless/internal/metrics"
 )
@@ -174,7 +174,7 @@ func hostChecks(cfg Config, r *reporter) Facts {
 			r.add("CL-HOST-005", lint.Warning, "disk of "+f.FsyncDir, fmt.Sprintf("fsync p99 is %.2f ms (etcd's guidance: under 10 ms): every API write waits for it, and leader leases and watches stall", f.FsyncP99Millis), "put --data-dir on an SSD with power-loss protection, away from busy disks")
 		}
 	}
-	f.DatastoreBytes = dirSize(filepath.Join(cfg.DataDir, "datastore"))
+	f.DatastoreBytes = dirSize(datadir.Of(cfg.DataDir).Engine())
 	if f.DatastoreBytes > 2<<30 {
 		r.add("CL-DS-001", lint.Warning, "datastore", fmt.Sprintf("the datastore holds %.1f GiB: start and compaction slow down, and something is likely writing too much", float64(f.DatastoreBytes)/(1<<30)), "find the biggest keys with `cloudless datastore` tools; check Events and leases churn")
 	}
@@ -214,8 +214,9 @@ var serverPorts = []port{
 // data dir runs: the control plane's while the server holds server.lock,
 // the node's while a server or a joined agent holds the node lock.
 func portChecks(dataDir string, r *reporter) {
-	server := footprint.Held(filepath.Join(dataDir, "server.lock"))
-	node := server || footprint.Held(footprint.LockPath(dataDir))
+	d := datadir.Of(dataDir)
+	server := d.ServerRunning()
+	node := server || d.NodeRunning()
 	for _, p := range serverPorts {
 		if server || p.node && node {
 			continue // its own

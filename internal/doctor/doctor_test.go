@@ -21,8 +21,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/datastore/engine/pebble"
-	"github.com/cloudless-dev/cloudless/internal/footprint"
 	"github.com/cloudless-dev/cloudless/internal/lb"
 	"github.com/cloudless-dev/cloudless/internal/lint"
 	"github.com/cloudless-dev/cloudless/internal/pki"
@@ -205,13 +205,13 @@ func TestPorts(t *testing.T) {
 			dir := t.TempDir()
 			switch tt.held {
 			case "node":
-				release, err := footprint.Lock(dir)
+				release, err := datadir.Of(dir).LockNode()
 				if err != nil {
 					t.Fatal(err)
 				}
 				defer release()
 			case "server":
-				release, err := footprint.LockFile(filepath.Join(dir, "server.lock"), "held by %s")
+				release, err := datadir.Of(dir).LockServer()
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -17,24 +17,20 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 
+	"github.com/cloudless-dev/cloudless/internal/atomicfile"
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"golang.org/x/sys/unix"
 )
 
 // Version numbers the record's format.
 const Version = 1
 
-// FileName is the record's name under <data-dir>/agent.
-const FileName = "footprint.json"
-
 // Path is the record of the node with dataDir.
-func Path(dataDir string) string { return filepath.Join(dataDir, "agent", FileName) }
+func Path(dataDir string) string { return datadir.Of(dataDir).Footprint() }
 
 // Record is what a node created outside its data dir. Network objects
 // (Links, NFTables, IPTables, RouteProtocol, KubeProxy) live in Netns;
@@ -269,32 +265,8 @@ func (r *Recorder) write() error {
 	if err != nil {
 		return err
 	}
-	path := Path(r.dataDir)
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	if err := atomicfile.Write(Path(r.dataDir), b, 0o600); err != nil {
 		return fmt.Errorf("footprint: %w", err)
-	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("footprint: %w", err)
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("footprint: write %s: %w", path, err)
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return nil
 }
@@ -306,57 +278,4 @@ func Marshal(r Record) ([]byte, error) {
 		return nil, err
 	}
 	return append(b, '\n'), nil
-}
-
-// LockName is the node lock's name under <data-dir>/agent.
-const LockName = "agent.lock"
-
-// LockPath is the node lock of dataDir.
-func LockPath(dataDir string) string { return filepath.Join(dataDir, "agent", LockName) }
-
-// Held reports whether some process holds the lock file at path. It
-// probes with a shared lock, released at once.
-func Held(path string) bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
-		return errors.Is(err, syscall.EWOULDBLOCK)
-	}
-	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-	return false
-}
-
-// Lock takes the node lock of dataDir, which a running agent holds (the
-// server's own agent too), so that reset refuses a running node. The
-// kernel drops it when the process exits, however it exits.
-func Lock(dataDir string) (release func(), err error) {
-	path := LockPath(dataDir)
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("create %s: %w (run as root or choose a writable --data-dir)", filepath.Dir(path), err)
-	}
-	return LockFile(path, fmt.Sprintf("a cloudless node (pid %%s) is running with --data-dir %s; stop it first", dataDir))
-}
-
-// LockFile takes an exclusive lock on the file at path (created 0600) and
-// writes this process's pid in it. If another process holds it, the error
-// is held, with %s replaced by that process's pid.
-func LockFile(path, held string) (release func(), err error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		pid, _ := os.ReadFile(path)
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf(held, strings.TrimSpace(string(pid)))
-		}
-		return nil, fmt.Errorf("lock %s: %w", path, err)
-	}
-	f.Truncate(0)
-	f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	return func() { f.Close() }, nil
 }

@@ -180,23 +180,3 @@ func TestNetnsSame(t *testing.T) {
 		})
 	}
 }
-
-func TestLock(t *testing.T) {
-	dir := t.TempDir()
-	release, err := Lock(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// flock locks belong to the open file: a second open is refused
-	// even in this process.
-	if _, err := Lock(dir); err == nil || !strings.Contains(err.Error(), "is running") {
-		t.Errorf("second Lock = %v, want refused", err)
-	}
-	release()
-	again, err := Lock(dir)
-	if err != nil {
-		t.Errorf("Lock after release: %v", err)
-	} else {
-		again()
-	}
-}

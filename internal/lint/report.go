@@ -75,7 +75,7 @@ func (r Report) sarif(tool string) map[string]any {
 		rules = append(rules, map[string]any{"id": c.ID, "shortDescription": map[string]string{"text": c.Title},
 			"defaultConfiguration": map[string]string{"level": sarifLevel(c.Severity)}})
 	}
-	var results []map[string]any
+	results := []map[string]any{} // an empty array, never null: the schema requires one
 	for _, f := range r.Findings {
 		res := map[string]any{"ruleId": f.ID, "level": sarifLevel(f.Severity),
 			"message": map[string]string{"text": f.Object + ": " + f.Message + " Fix: " + f.Fix}}

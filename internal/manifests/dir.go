@@ -14,10 +14,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 )
 
-// DirName is the default manifests directory in a server's data dir
-// (--manifests-dir).
-const DirName = "manifests"
-
 // SkipSuffix marks a file to leave alone: NAME.skip next to NAME.
 const SkipSuffix = ".skip"
 

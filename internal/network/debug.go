@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"fmt"
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"io"
 	"io/fs"
 	"net/http"
@@ -85,7 +86,7 @@ func Snapshot(ctx context.Context, dataDir string, w io.Writer, progress func(st
 		}
 	}
 	// CNI config and IPAM state, kube-proxy's configuration.
-	agentDir := filepath.Join(dataDir, "agent")
+	agentDir := datadir.Of(dataDir).Agent()
 	for _, dir := range []string{filepath.Join(agentDir, "cni"), filepath.Join(agentDir, "network")} {
 		_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 			if err != nil || d.IsDir() {

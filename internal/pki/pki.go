@@ -10,7 +10,6 @@
 package pki
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -20,6 +19,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/cloudless-dev/cloudless/internal/atomicfile"
 	"math/big"
 	"net"
 	"os"
@@ -198,33 +198,10 @@ func write(certPath, keyPath string, der []byte, key crypto.Signer) error {
 	if err != nil {
 		return err
 	}
-	if err := WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+	if err := atomicfile.Write(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
 		return err
 	}
-	return WriteFile(certPath, encodeCert(der), 0o644)
-}
-
-// WriteFile writes data to path atomically with mode perm, creating the
-// directory (0700) if needed, and leaves the file alone if it already
-// holds exactly data.
-func WriteFile(path string, data []byte, perm os.FileMode) error {
-	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
-		return os.Chmod(path, perm)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("pki: %w", err)
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, perm); err != nil {
-		return fmt.Errorf("pki: write %s: %w", path, err)
-	}
-	if err := os.Chmod(tmp, perm); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("pki: write %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(certPath, encodeCert(der), 0o644)
 }
 
 // CertInfo describes one certificate on disk.

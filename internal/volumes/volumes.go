@@ -53,12 +53,10 @@ const (
 	RootParameter = "volumeRoot"
 	// DefaultRoot names the root given without a name.
 	DefaultRoot = "default"
-	// DirName is the default root's directory in the data dir.
-	DirName = "volumes"
 )
 
 // RootHelp is the --volume-root flag's help.
-const RootHelp = "directory holding this node's local volumes, DIR or NAME=DIR for an extra root that a StorageClass picks with parameter " + RootParameter + ": NAME (repeatable; default: " + DirName + " in the agent's data dir; sizes are enforced on btrfs with quotas on, and ext4/XFS mounted with prjquota)"
+const RootHelp = "directory holding this node's local volumes, DIR or NAME=DIR for an extra root that a StorageClass picks with parameter " + RootParameter + ": NAME (repeatable; default: <data-dir>/agent/volumes; sizes are enforced on btrfs with quotas on, and ext4/XFS mounted with prjquota)"
 
 // Event reasons on claims and volumes.
 const (

@@ -19,6 +19,7 @@ import (
 
 	"github.com/cloudless-dev/cloudless/internal/agent"
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/testutil/nodens"
 )
 
@@ -91,8 +92,8 @@ func startCluster(t *testing.T, ctx context.Context, work, bin string, images st
 			cmd.Env = append(os.Environ(), "CLOUDLESS_CONFIG=")
 			if out, err := cmd.CombinedOutput(); err != nil {
 				t.Errorf("cloudless reset --data-dir %s: %v\n%s", d, err, out)
-				agent.KillShims(agent.RunDirFor(d))
-				os.RemoveAll(agent.RunDirFor(d))
+				agent.KillShims(datadir.Of(d).RunDir())
+				os.RemoveAll(datadir.Of(d).RunDir())
 				agent.RemoveCgroups(d)
 			}
 		}
@@ -104,7 +105,7 @@ func startCluster(t *testing.T, ctx context.Context, work, bin string, images st
 		t.Fatal(err)
 	}
 	for _, d := range []string{dataA, dataB} {
-		if err := os.MkdirAll(agent.ImagesDir(d), 0o700); err != nil {
+		if err := os.MkdirAll(datadir.Of(d).Images(), 0o700); err != nil {
 			t.Fatal(err)
 		}
 		entries, err := os.ReadDir(images)
@@ -112,7 +113,7 @@ func startCluster(t *testing.T, ctx context.Context, work, bin string, images st
 			t.Fatal(err)
 		}
 		for _, e := range entries {
-			if err := os.Link(filepath.Join(images, e.Name()), filepath.Join(agent.ImagesDir(d), e.Name())); err != nil {
+			if err := os.Link(filepath.Join(images, e.Name()), filepath.Join(datadir.Of(d).Images(), e.Name())); err != nil {
 				t.Fatal(err)
 			}
 		}

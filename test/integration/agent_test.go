@@ -30,6 +30,7 @@ import (
 	"github.com/cloudless-dev/cloudless/internal/agent"
 	"github.com/cloudless-dev/cloudless/internal/controllers"
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 )
 
 const appImage = "registry.cloudless.local/app:1"
@@ -226,7 +227,7 @@ func TestAgent(t *testing.T) {
 
 	// Deleting the pod (and its Deployment, so it is not replaced) stops
 	// its containers: the shims serving it exit.
-	runDir := agent.RunDirFor(data)
+	runDir := datadir.Of(data).RunDir()
 	if n := len(agent.Shims(runDir)); n == 0 {
 		t.Fatal("no container shim found while the pod runs")
 	}

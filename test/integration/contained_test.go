@@ -17,6 +17,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/cloudless-dev/cloudless/internal/agent"
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/testutil/nodens"
 )
 
@@ -102,8 +103,8 @@ func TestContainedNodes(t *testing.T) {
 				n.p.kill()
 			}
 			if n.data != "" {
-				agent.KillShims(agent.RunDirFor(n.data))
-				os.RemoveAll(agent.RunDirFor(n.data))
+				agent.KillShims(datadir.Of(n.data).RunDir())
+				os.RemoveAll(datadir.Of(n.data).RunDir())
 				agent.RemoveCgroups(n.data)
 			}
 		}
@@ -114,10 +115,10 @@ func TestContainedNodes(t *testing.T) {
 	for i, n := range nodes {
 		n.ns = nodens.New(t, strings.TrimPrefix(n.name, "node-"), i+1)
 		n.data = filepath.Join(dir, n.name)
-		if err := os.MkdirAll(agent.ImagesDir(n.data), 0o700); err != nil {
+		if err := os.MkdirAll(datadir.Of(n.data).Images(), 0o700); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(agent.ImagesDir(n.data), "app.tar"), archive, 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(datadir.Of(n.data).Images(), "app.tar"), archive, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/cloudless-dev/cloudless/internal/agent"
 	"github.com/cloudless-dev/cloudless/internal/controllers"
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/testutil/nodens"
 	"github.com/cloudless-dev/cloudless/internal/token"
 )
@@ -41,8 +42,8 @@ func TestAgentJoin(t *testing.T) {
 		if agentProc != nil {
 			agentProc.kill()
 		}
-		agent.KillShims(agent.RunDirFor(nodeData))
-		os.RemoveAll(agent.RunDirFor(nodeData))
+		agent.KillShims(datadir.Of(nodeData).RunDir())
+		os.RemoveAll(datadir.Of(nodeData).RunDir())
 		agent.RemoveCgroups(nodeData)
 		removeLogLinks(dir)
 		os.RemoveAll(dir)
@@ -72,7 +73,7 @@ func TestAgentJoin(t *testing.T) {
 		t.Fatalf("agent with a token for another CA: %v\n%s", err, tail(out, 10))
 	}
 
-	images := agent.ImagesDir(nodeData)
+	images := datadir.Of(nodeData).Images()
 	if err := os.MkdirAll(images, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -163,8 +164,8 @@ func TestAgentJoin(t *testing.T) {
 	// Another machine taking the live node's name is refused.
 	otherData := filepath.Join(dir, "node-c")
 	t.Cleanup(func() {
-		agent.KillShims(agent.RunDirFor(otherData))
-		os.RemoveAll(agent.RunDirFor(otherData))
+		agent.KillShims(datadir.Of(otherData).RunDir())
+		os.RemoveAll(datadir.Of(otherData).RunDir())
 		agent.RemoveCgroups(otherData)
 	})
 	clash := other.Command(cloudlessBin, "agent", "--server", fmt.Sprintf("https://%s:%d", other.HostIP, port), "--token", tok,
@@ -204,11 +205,11 @@ func TestAgentJoin(t *testing.T) {
 	// Reinstall: the machine is wiped and joins again under its name, with
 	// a new identity; it takes the name back once the old node is NotReady.
 	agentProc.kill()
-	agent.KillShims(agent.RunDirFor(nodeData))
+	agent.KillShims(datadir.Of(nodeData).RunDir())
 	reinstalled := filepath.Join(dir, "node-b-reinstalled")
 	t.Cleanup(func() {
-		agent.KillShims(agent.RunDirFor(reinstalled))
-		os.RemoveAll(agent.RunDirFor(reinstalled))
+		agent.KillShims(datadir.Of(reinstalled).RunDir())
+		os.RemoveAll(datadir.Of(reinstalled).RunDir())
 		agent.RemoveCgroups(reinstalled)
 	})
 	rejoinArgs := []string{"agent", "--server", server, "--token", tok, "--data-dir", reinstalled, "--node-name", "node-b", "--node-ip", node.IP}

@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/cloudless-dev/cloudless/internal/controllers"
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/manifests"
 )
 
@@ -31,7 +32,7 @@ func TestManifests(t *testing.T) {
 	_, cs, _ := startServer(t, dir, freePort(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	mdir := filepath.Join(dir, "server", manifests.DirName)
+	mdir := datadir.Of(dir).Manifests()
 	write := func(name, content string) {
 		t.Helper()
 		if err := os.WriteFile(filepath.Join(mdir, name), []byte(content), 0o600); err != nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/cloudless-dev/cloudless/internal/agent"
 	"github.com/cloudless-dev/cloudless/internal/controllers"
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/network"
 	"github.com/cloudless-dev/cloudless/internal/testutil/nodens"
 )
@@ -56,8 +57,8 @@ func startNetCluster(t *testing.T, ctx context.Context, resolvConf string, serve
 	dataA, dataB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
 	t.Cleanup(func() {
 		for _, d := range []string{dataA, dataB} {
-			agent.KillShims(agent.RunDirFor(d))
-			os.RemoveAll(agent.RunDirFor(d))
+			agent.KillShims(datadir.Of(d).RunDir())
+			os.RemoveAll(datadir.Of(d).RunDir())
 			agent.RemoveCgroups(d)
 		}
 		os.RemoveAll(dir)
@@ -91,10 +92,10 @@ func startNetCluster(t *testing.T, ctx context.Context, resolvConf string, serve
 		return err == nil && string(body) == "ok", nil
 	})
 	for _, d := range []string{dataA, dataB} {
-		if err := os.MkdirAll(agent.ImagesDir(d), 0o700); err != nil {
+		if err := os.MkdirAll(datadir.Of(d).Images(), 0o700); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(agent.ImagesDir(d), "app.tar"), appArchive(t), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(datadir.Of(d).Images(), "app.tar"), appArchive(t), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -13,7 +13,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/cloudless-dev/cloudless/internal/agent"
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/footprint"
 	"github.com/cloudless-dev/cloudless/internal/network"
 	"github.com/cloudless-dev/cloudless/internal/testutil/nodens"
@@ -68,7 +68,7 @@ func TestReset(t *testing.T) {
 	defer cancel()
 	c := startNetCluster(t, ctx, "nameserver 127.0.0.53\n")
 	dataB := filepath.Join(c.dir, "b")
-	runB := agent.RunDirFor(dataB)
+	runB := datadir.Of(dataB).RunDir()
 	c.runPods(t, ctx, "default", appPod("b1", "node-b", nil))
 
 	// Another node's bridge and tables, in a namespace of their own.
