@@ -79,6 +79,10 @@ type Config struct {
 	// VolumeRoots are --volume-root values, DIR or NAME=DIR (default
 	// root: datadir.Dir.Volumes).
 	VolumeRoots []string
+	// NoLocalVolumes leaves the volume provisioner off: the server was
+	// started with --disable local-storage (learnt from cluster-info by a
+	// joined agent).
+	NoLocalVolumes bool
 }
 
 type paths struct{ root, run string }
@@ -278,7 +282,9 @@ func (a *Agent) run(ctx context.Context) error {
 	go func() { errc <- a.net.Run(ctx, cs) }()
 	speakerDone := make(chan struct{})
 	go func() { defer close(speakerDone); a.runSpeaker(ctx) }()
-	go a.runVolumes(ctx)
+	if !a.cfg.NoLocalVolumes {
+		go a.runVolumes(ctx)
+	}
 	close(a.ready)
 	a.log.Info("node is up", "node", a.cfg.NodeName)
 	select {

@@ -15,18 +15,14 @@ import (
 
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/cloudless-dev/cloudless/internal/clusterinfo"
 	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/token"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
 // ClusterInfo is what a joining machine learns from a server.
-type ClusterInfo struct {
-	CAPEM      []byte
-	ClusterDNS string
-	// The cluster's network settings, which every node shares.
-	ClusterCIDR, ServiceCIDR, NetworkBackend, ProxyMode string
-	ClusterDomain                                       string
-}
+type ClusterInfo = clusterinfo.Info
 
 // Discover fetches kube-public/cluster-info from server without trusting
 // it, checks its CA against the hash in the join token, then fetches it
@@ -37,7 +33,7 @@ func Discover(ctx context.Context, server string, j token.Join) (ClusterInfo, er
 	if err != nil || u.Scheme != "https" || u.Host == "" {
 		return ClusterInfo{}, fmt.Errorf("--server %q: want https://HOST:6443", server)
 	}
-	path := server + "/api/v1/namespaces/kube-public/configmaps/cluster-info"
+	path := server + "/api/v1/namespaces/" + clusterinfo.Namespace + "/configmaps/" + clusterinfo.Name
 	insecure := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	info, err := fetchClusterInfo(ctx, insecure, path)
 	if err != nil {
@@ -77,16 +73,7 @@ func fetchClusterInfo(ctx context.Context, c *http.Client, url string) (ClusterI
 	if err := json.Unmarshal(body, &cm); err != nil {
 		return ClusterInfo{}, fmt.Errorf("cluster-info: %w", err)
 	}
-	kc, err := clientcmd.Load([]byte(cm.Data["kubeconfig"]))
-	if err != nil {
-		return ClusterInfo{}, fmt.Errorf("cluster-info kubeconfig: %w", err)
-	}
-	for _, c := range kc.Clusters {
-		d := cm.Data
-		return ClusterInfo{CAPEM: c.CertificateAuthorityData, ClusterDNS: d["clusterDNS"], ClusterDomain: d["clusterDomain"],
-			ClusterCIDR: d["clusterCIDR"], ServiceCIDR: d["serviceCIDR"], NetworkBackend: d["networkBackend"], ProxyMode: d["proxyMode"]}, nil
-	}
-	return ClusterInfo{}, fmt.Errorf("cluster-info has no cluster")
+	return clusterinfo.Parse(cm.Data)
 }
 
 // KubeletKubeconfig is where a joined agent's kubelet keeps its
@@ -106,21 +93,14 @@ func WriteJoinFiles(dataDir, server string, info ClusterInfo, j token.Join) (caF
 	if err := writeFile(caFile, info.CAPEM, 0o644); err != nil {
 		return "", "", err
 	}
-	kc := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: cloudless
-  cluster:
-    server: %s
-    certificate-authority: %s
-users:
-- name: bootstrap
-  user:
-    token: %s
-contexts:
-- name: cloudless
-  context: {cluster: cloudless, user: bootstrap}
-current-context: cloudless
-`, server, caFile, j.Bootstrap())
-	return caFile, bootstrap, writeFile(bootstrap, []byte(kc), 0o600)
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["cloudless"] = &clientcmdapi.Cluster{Server: server, CertificateAuthority: caFile}
+	kc.AuthInfos["bootstrap"] = &clientcmdapi.AuthInfo{Token: j.Bootstrap()}
+	kc.Contexts["cloudless"] = &clientcmdapi.Context{Cluster: "cloudless", AuthInfo: "bootstrap"}
+	kc.CurrentContext = "cloudless"
+	b, err := clientcmd.Write(*kc)
+	if err != nil {
+		return "", "", fmt.Errorf("bootstrap kubeconfig: %w", err)
+	}
+	return caFile, bootstrap, writeFile(bootstrap, b, 0o600)
 }

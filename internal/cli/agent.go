@@ -20,6 +20,7 @@ import (
 	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
 	"github.com/cloudless-dev/cloudless/internal/token"
 	"github.com/cloudless-dev/cloudless/internal/volumes"
+	"slices"
 )
 
 func newAgentCmd(logger func() (*slog.Logger, error)) *cobra.Command {
@@ -101,6 +102,7 @@ Flags may also come from CLOUDLESS_<FLAG> or the --config file. Must run as root
 				ClusterDNS: info.ClusterDNS, ClusterDomain: info.ClusterDomain, NodeLabels: labels, ResolvConf: resolvConf,
 				ClusterCIDR: info.ClusterCIDR, ServiceCIDR: info.ServiceCIDR, NetworkBackend: info.NetworkBackend, ProxyMode: info.ProxyMode, KubeletArgs: kubeletArgs, RegistriesFile: registries,
 				LBARPRefresh: arpRefresh, LBFailureDetection: detection, VolumeRoots: volumeRoots,
+				NoLocalVolumes: slices.Contains(info.Disabled, controlplane.ComponentLocalStorage),
 			}, log.With("subsystem", "agent"))
 			if err != nil {
 				return err

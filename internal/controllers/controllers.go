@@ -54,13 +54,16 @@ type Env struct {
 	Dynamic          dynamic.Interface
 	DynamicInformers dynamicinformer.DynamicSharedInformerFactory
 	Log              *slog.Logger
+	// Host names the server running the controllers (its node name), in
+	// the source of their events.
+	Host string
 }
 
 // Recorder returns an event recorder that signs events with component.
 func (env Env) Recorder(component string) record.EventRecorder {
 	b := record.NewBroadcaster()
 	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: env.Client.CoreV1().Events("")})
-	return b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: component})
+	return b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: component, Host: env.Host})
 }
 
 // Controller is a built controller; Run works its queue until ctx ends.
@@ -76,7 +79,9 @@ type Group struct {
 	Lease string
 	// Options narrow what the group's informers list and watch.
 	Options []informers.SharedInformerOption
-	New     []func(Env) (Controller, error)
+	// Host names the server that runs the group (Env.Host).
+	Host string
+	New  []func(Env) (Controller, error)
 }
 
 // Run builds the group's controllers, starts its informers, and runs the
@@ -87,7 +92,7 @@ func (g Group) Run(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Int
 	defer f.Shutdown()
 	df := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
 	defer df.Shutdown()
-	env := Env{Client: cs, Informers: f, Dynamic: dyn, DynamicInformers: df, Log: log.With("controllers", g.Name)}
+	env := Env{Client: cs, Informers: f, Dynamic: dyn, DynamicInformers: df, Log: log.With("controllers", g.Name), Host: g.Host}
 	var ctrls []Controller
 	for _, build := range g.New {
 		c, err := build(env)

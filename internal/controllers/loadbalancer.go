@@ -23,7 +23,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -38,7 +37,7 @@ import (
 const LBComponent = "cloudless-lb"
 
 // PoolGVR is the IPAddressPool resource.
-var PoolGVR = schema.GroupVersionResource{Group: lb.Group, Version: lb.ResourceOf("IPAddressPool").Versions[0], Resource: lb.ResourceOf("IPAddressPool").Plural}
+var PoolGVR = lb.GVR("IPAddressPool")
 
 type lbAllocator struct {
 	*queue
@@ -50,10 +49,19 @@ type lbAllocator struct {
 	reserved   []lb.Reserved
 	events     record.EventRecorder
 
+	ads        []cache.GenericLister // L2Advertisements, BGPAdvertisements
 	alloc      *lb.Allocator
 	restored   bool
 	poolErrors map[string]string // pool name -> last refusal reported (one worker: no lock)
+	adErrors   map[string]string // kind/name of an advertisement -> last problem reported
 }
+
+// advertisementKinds are checked for the pools they name.
+var advertisementKinds = []string{"L2Advertisement", "BGPAdvertisement"}
+
+// ReasonUnknownPool is the event on an advertisement naming a pool that
+// does not exist.
+const ReasonUnknownPool = "UnknownPool"
 
 // NewLBAllocator returns the constructor of the allocator; reserved are
 // the ranges no pool may overlap besides node addresses (the cluster and
@@ -66,7 +74,7 @@ func NewLBAllocator(reserved []lb.Reserved) func(Env) (Controller, error) {
 		poolInf := env.DynamicInformers.ForResource(PoolGVR)
 		c := &lbAllocator{
 			client: env.Client, services: svcInf.Lister(), namespaces: nsInf.Lister(), nodes: nodeInf.Lister(),
-			pools: poolInf.Lister(), reserved: reserved, alloc: lb.NewAllocator(), poolErrors: map[string]string{},
+			pools: poolInf.Lister(), reserved: reserved, alloc: lb.NewAllocator(), poolErrors: map[string]string{}, adErrors: map[string]string{},
 		}
 		c.queue = newQueue("lb-allocator", env.Log, c.reconcile)
 		c.events = env.Recorder(LBComponent)
@@ -92,6 +100,14 @@ func NewLBAllocator(reserved []lb.Reserved) func(Env) (Controller, error) {
 			key func(any) string
 		}{{svcInf.Informer(), svcKey}, {nsInf.Informer(), inNamespace}, {poolInf.Informer(), everyLB}} {
 			if _, err := h.inf.AddEventHandler(c.handler(h.key)); err != nil {
+				return nil, err
+			}
+		}
+		// Advertisements are only checked for the pools they name.
+		for _, kind := range advertisementKinds {
+			inf := env.DynamicInformers.ForResource(lb.GVR(kind))
+			c.ads = append(c.ads, inf.Lister())
+			if _, err := inf.Informer().AddEventHandler(c.handler(func(any) string { return poolsKey })); err != nil {
 				return nil, err
 			}
 		}
@@ -130,6 +146,7 @@ const poolsKey = "/pools"
 func (c *lbAllocator) reconcile(ctx context.Context, key string) error {
 	if key == poolsKey {
 		c.alloc.SetPools(c.validPools())
+		c.checkAdvertisements()
 		return nil
 	}
 	if !c.restored {
@@ -212,11 +229,21 @@ func (c *lbAllocator) request(s *corev1.Service) (lb.Service, []string, *lb.Refu
 			if err != nil {
 				return r, deprecated, &lb.Refusal{Reason: lb.ReasonInvalid, Message: fmt.Sprintf("%q asked for in %s%s or spec.loadBalancerIP is not an IP address: give addresses separated by commas", w, lb.AnnotationPrefix, lb.LoadBalancerIPs)}
 			}
+			if fam := family(ip); len(s.Spec.IPFamilies) > 0 && !slices.Contains(s.Spec.IPFamilies, fam) {
+				return r, deprecated, &lb.Refusal{Reason: lb.ReasonInvalid, Message: fmt.Sprintf("%s is an %s address but the Service's spec.ipFamilies is %v: ask for an address of its family, or set spec.ipFamilies (and ipFamilyPolicy) to include %s", ip, fam, s.Spec.IPFamilies, fam)}
+			}
 			r.Want = append(r.Want, ip)
 			r.IPv6 = append(r.IPv6, ip.Is6())
 		}
 	}
 	return r, deprecated, nil
+}
+
+func family(ip netip.Addr) corev1.IPFamily {
+	if ip.Is4() {
+		return corev1.IPv4Protocol
+	}
+	return corev1.IPv6Protocol
 }
 
 // validPools parses and checks the pools; each refused one gets a
@@ -263,17 +290,56 @@ func (c *lbAllocator) validPools() []*lb.Pool {
 	return ok
 }
 
-func (c *lbAllocator) reservedRanges() []lb.Reserved {
-	out := slices.Clone(c.reserved)
-	nodes, _ := c.nodes.List(labels.Everything())
-	for _, n := range nodes {
-		for _, a := range n.Status.Addresses {
-			if ip, err := netip.ParseAddr(a.Address); err == nil && (a.Type == corev1.NodeInternalIP || a.Type == corev1.NodeExternalIP) {
-				out = append(out, lb.Reserved{What: "node " + n.Name + "'s address", Range: lb.RangeOfPrefix(netip.PrefixFrom(ip, ip.BitLen()))})
+// checkAdvertisements reports, once per distinct problem, each
+// advertisement naming a pool that does not exist: MetalLB's speaker
+// silently announces nothing for such a name.
+func (c *lbAllocator) checkAdvertisements() {
+	exists := map[string]bool{}
+	objs, _ := c.pools.ByNamespace(lb.Namespace).List(labels.Everything())
+	for _, o := range objs {
+		if u, ok := o.(*unstructured.Unstructured); ok {
+			exists[u.GetName()] = true
+		}
+	}
+	seen := map[string]bool{}
+	for _, lister := range c.ads {
+		objs, _ := lister.ByNamespace(lb.Namespace).List(labels.Everything())
+		for _, o := range objs {
+			u, ok := o.(*unstructured.Unstructured)
+			if !ok {
+				continue
+			}
+			key := u.GetKind() + "/" + u.GetName()
+			seen[key] = true
+			names, _, _ := unstructured.NestedStringSlice(u.Object, "spec", "ipAddressPools")
+			var missing []string
+			for _, n := range names {
+				if !exists[n] {
+					missing = append(missing, n)
+				}
+			}
+			if len(missing) == 0 {
+				delete(c.adErrors, key)
+				continue
+			}
+			msg := fmt.Sprintf("%s %s names IPAddressPool %s, which does not exist in %s: nothing is announced for it; create the pool or correct spec.ipAddressPools", u.GetKind(), u.GetName(), strings.Join(missing, ", "), lb.Namespace)
+			if c.adErrors[key] != msg {
+				c.adErrors[key] = msg
+				c.events.Event(u, corev1.EventTypeWarning, ReasonUnknownPool, msg)
+				c.log.Warn("advertisement names a missing pool", "advertisement", key, "pools", missing)
 			}
 		}
 	}
-	return out
+	for k := range c.adErrors {
+		if !seen[k] {
+			delete(c.adErrors, k)
+		}
+	}
+}
+
+func (c *lbAllocator) reservedRanges() []lb.Reserved {
+	nodes, _ := c.nodes.List(labels.Everything())
+	return append(slices.Clone(c.reserved), lb.ReservedNodes(nodes)...)
 }
 
 // restore reads back what was allocated before this term, oldest

@@ -82,7 +82,7 @@ func runControllerManager(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return whileLeading(ctx, "kube-controller-manager", s.Generic.LeaderElection, s.Generic.ClientConnection.Kubeconfig, func(ctx context.Context) error {
+	return whileLeading(ctx, "kube-controller-manager", "", s.Generic.LeaderElection, s.Generic.ClientConnection.Kubeconfig, func(ctx context.Context) error {
 		s, err := controllerManagerOptions(args)
 		if err != nil {
 			return err
@@ -123,7 +123,7 @@ func runScheduler(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return whileLeading(ctx, "kube-scheduler", *opts.LeaderElection, opts.Deprecated.Kubeconfig, func(ctx context.Context) error {
+	return whileLeading(ctx, "kube-scheduler", "", *opts.LeaderElection, opts.Deprecated.Kubeconfig, func(ctx context.Context) error {
 		opts, err := schedulerOptions(args)
 		if err != nil {
 			return err

@@ -230,7 +230,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.DatastoreEndpoint != "" && c.Token == "" {
-		return errors.New("--datastore-endpoint needs --token: servers sharing a datastore use it to protect the cluster CA stored there; give every server the same --token")
+		return fmt.Errorf("--datastore-endpoint needs --token: servers sharing a datastore use it to protect the cluster CA stored there; give every server the same random one, e.g. --token %s", GenerateToken())
 	}
 	if c.externalEtcd() {
 		return c.validateEtcd()

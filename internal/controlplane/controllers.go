@@ -2,7 +2,6 @@ package controlplane
 
 import (
 	"context"
-	"net/netip"
 	"sync"
 	"time"
 
@@ -34,7 +33,7 @@ func (s *Server) controllerGroups() []controllers.Group {
 	groups := []controllers.Group{{
 		Name:  "nodes",
 		Lease: NodesLease,
-		New:   []func(controllers.Env) (controllers.Controller, error){controllers.NewServingCSRApprover, controllers.NewClusterDNS(s.cfg.ClusterDNS), controllers.NewStrandedVolumes},
+		New:   []func(controllers.Env) (controllers.Controller, error){controllers.NewServingCSRApprover, controllers.NewClusterDNS(s.cfg.ClusterDNS), controllers.NewStrandedVolumes, controllers.NewPolicyTaint},
 	}, {
 		Name:  "load-balancer",
 		Lease: LBLease,
@@ -51,6 +50,9 @@ func (s *Server) controllerGroups() []controllers.Group {
 			Options: []informers.SharedInformerOption{controllers.OnlyNode(s.cfg.NodeName)},
 			New:     []func(controllers.Env) (controllers.Controller, error){controllers.NewControlPlaneLabel(s.cfg.NodeName)},
 		})
+	}
+	for i := range groups {
+		groups[i].Host = s.cfg.NodeName
 	}
 	return groups
 }
@@ -77,7 +79,7 @@ func (s *Server) runControllers(ctx context.Context, cs kubernetes.Interface, dy
 		run := func(ctx context.Context) error { return g.Run(ctx, cs, dyn, s.log) }
 		if g.Lease != "" {
 			run = func(ctx context.Context) error {
-				return whileLeading(ctx, g.Lease, controllersLease(g.Lease), kubeconfig, func(ctx context.Context) error { return g.Run(ctx, cs, dyn, s.log) })
+				return whileLeading(ctx, g.Lease, s.cfg.NodeName, controllersLease(g.Lease), kubeconfig, func(ctx context.Context) error { return g.Run(ctx, cs, dyn, s.log) })
 			}
 		}
 		wg.Go(func() { restart.run(ctx, "controllers "+g.Name, run) })
@@ -88,11 +90,5 @@ func (s *Server) runControllers(ctx context.Context, cs kubernetes.Interface, dy
 // lbReserved are the ranges no address pool may overlap, besides node
 // addresses (which the allocator reads from the Nodes).
 func (s *Server) lbReserved() []lb.Reserved {
-	var out []lb.Reserved
-	for _, r := range []struct{ what, cidr string }{{"the cluster CIDR (--cluster-cidr)", s.cfg.ClusterCIDR}, {"the Service CIDR (--service-cidr)", s.cfg.ServiceCIDR}} {
-		if p, err := netip.ParsePrefix(r.cidr); err == nil {
-			out = append(out, lb.Reserved{What: r.what, Range: lb.RangeOfPrefix(p)})
-		}
-	}
-	return out
+	return lb.ReservedCIDRs(s.cfg.ClusterCIDR, s.cfg.ServiceCIDR)
 }

@@ -3,7 +3,6 @@ package controlplane
 import (
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"fmt"
 	"net"
 
@@ -19,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	aggregator "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
 
+	"github.com/cloudless-dev/cloudless/internal/clusterinfo"
 	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/lb"
 	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
@@ -93,9 +93,6 @@ func lbPlurals() []string {
 	return out
 }
 
-// ClusterInfoKubeconfig is the key of the cluster-info ConfigMap.
-const ClusterInfoKubeconfig = "kubeconfig"
-
 func (s *Server) runJoinSupport(ctx context.Context) error {
 	rc, err := clientcmd.BuildConfigFromFlags("", s.paths.cred("admin.kubeconfig"))
 	if err != nil {
@@ -144,18 +141,14 @@ func (s *Server) runJoinSupport(ctx context.Context) error {
 
 func (s *Server) ensureJoinObjects(ctx context.Context, cs kubernetes.Interface) error {
 	server := fmt.Sprintf("https://%s", net.JoinHostPort(s.cfg.AdvertiseAddress, fmt.Sprint(s.cfg.HTTPSPort)))
-	kubeconfig := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: cloudless
-  cluster:
-    server: %s
-    certificate-authority-data: %s
-`, server, base64.StdEncoding.EncodeToString(s.certs.ca.PEM))
+	info, err := clusterinfo.Info{Server: server, CAPEM: s.certs.ca.PEM, ClusterDNS: s.cfg.ClusterDNS, ClusterDomain: s.cfg.ClusterDomain,
+		ClusterCIDR: s.cfg.ClusterCIDR, ServiceCIDR: s.cfg.ServiceCIDR, NetworkBackend: s.cfg.NetworkBackend, ProxyMode: s.cfg.ProxyMode,
+		Disabled: s.cfg.Disable}.ConfigMap()
+	if err != nil {
+		return err
+	}
 	objs := []runtime.Object{
-		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "cluster-info", Namespace: metav1.NamespacePublic},
-			Data: map[string]string{ClusterInfoKubeconfig: kubeconfig, "clusterDNS": s.cfg.ClusterDNS, "clusterDomain": s.cfg.ClusterDomain,
-				"clusterCIDR": s.cfg.ClusterCIDR, "serviceCIDR": s.cfg.ServiceCIDR, "networkBackend": s.cfg.NetworkBackend, "proxyMode": s.cfg.ProxyMode}},
+		info,
 		// Every node runs kube-proxy, the NetworkPolicy controller, its
 		// routes and cluster DNS with its own credential: they read
 		// Services, EndpointSlices, pods, namespaces, policies and nodes,
@@ -171,7 +164,7 @@ clusters:
 				{APIGroups: []string{lb.Group}, Resources: lbPlurals(), Verbs: []string{"get", "list", "watch"}},
 			}},
 		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "cloudless:cluster-info-reader", Namespace: metav1.NamespacePublic},
-			Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{"cluster-info"}, Verbs: []string{"get"}}}},
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{clusterinfo.Name}, Verbs: []string{"get"}}}},
 		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "cloudless:cluster-info-reader", Namespace: metav1.NamespacePublic},
 			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "cloudless:cluster-info-reader"},
 			Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "system:anonymous"}}},

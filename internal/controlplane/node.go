@@ -22,7 +22,7 @@ func (s *Server) startAgent(ctx context.Context, errc chan error) error {
 		ClusterDNS: c.ClusterDNS, ClusterDomain: c.ClusterDomain, KubeletArgs: args,
 		ClusterCIDR: c.ClusterCIDR, ServiceCIDR: c.ServiceCIDR, NetworkBackend: c.NetworkBackend, ProxyMode: c.ProxyMode,
 		ResolvConf: c.ResolvConf, LBARPRefresh: c.LBARPRefresh, LBFailureDetection: c.LBFailureDetection,
-		VolumeRoots: c.VolumeRoots,
+		VolumeRoots: c.VolumeRoots, NoLocalVolumes: c.Disabled(ComponentLocalStorage),
 	}, s.log.With("subsystem", "agent"))
 	if err != nil {
 		return err

@@ -159,7 +159,12 @@ func inContained() bool {
 // their own election and exit the process when they lose the lease; ours
 // run with --leader-elect=false inside this one, which cancels them
 // instead. Without le.LeaderElect, component simply runs.
-func whileLeading(ctx context.Context, name string, le componentbaseconfig.LeaderElectionConfiguration, kubeconfig string, component func(context.Context) error) error {
+//
+// The holder's identity is host plus a uniquifier, as upstream's, so that
+// two processes on one host never both lead; host "" is the machine's
+// hostname. Cloudless's own groups pass the server's node name, so a
+// Lease says which server holds it.
+func whileLeading(ctx context.Context, name, host string, le componentbaseconfig.LeaderElectionConfiguration, kubeconfig string, component func(context.Context) error) error {
 	if !le.LeaderElect {
 		return component(ctx)
 	}
@@ -167,12 +172,11 @@ func whileLeading(ctx context.Context, name string, le componentbaseconfig.Leade
 	if err != nil {
 		return fmt.Errorf("leader election: %w", err)
 	}
-	host, err := os.Hostname()
-	if err != nil {
-		return fmt.Errorf("leader election: %w", err)
+	if host == "" {
+		if host, err = os.Hostname(); err != nil {
+			return fmt.Errorf("leader election: %w", err)
+		}
 	}
-	// As upstream: the host plus a uniquifier, so that two processes on
-	// one host never both lead.
 	id := host + "_" + string(uuid.NewUUID())
 	lock, err := resourcelock.NewFromKubeconfig(le.ResourceLock, le.ResourceNamespace, le.ResourceName,
 		resourcelock.ResourceLockConfig{Identity: id}, cfg, le.RenewDeadline.Duration)

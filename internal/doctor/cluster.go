@@ -14,16 +14,17 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/cloudless-dev/cloudless/internal/clusterinfo"
 	"github.com/cloudless-dev/cloudless/internal/lb"
 	"github.com/cloudless-dev/cloudless/internal/lint"
 	"github.com/cloudless-dev/cloudless/internal/network"
 	"github.com/cloudless-dev/cloudless/internal/volumes"
+	"slices"
 )
 
 // clusterChecks reads the cluster once and checks it. An unreachable
@@ -67,10 +68,18 @@ func clusterChecks(ctx context.Context, cfg Config, r *reporter) error {
 			add("DaemonSet", &l.Items[i], &l.Items[i])
 		}
 	}
+	var arpTargets []arpTarget
 	if l, err := cs.CoreV1().Services("").List(ctx, all); err == nil {
 		for i := range l.Items {
 			s := &l.Items[i]
 			add("Service", s, s)
+			if s.Spec.Type == corev1.ServiceTypeLoadBalancer && s.Spec.LoadBalancerClass == nil {
+				for _, in := range s.Status.LoadBalancer.Ingress {
+					if ip, err := netip.ParseAddr(in.IP); err == nil {
+						arpTargets = append(arpTargets, arpTarget{ip: ip, object: "Service " + s.Namespace + "/" + s.Name})
+					}
+				}
+			}
 			if s.Spec.Type == corev1.ServiceTypeLoadBalancer && len(s.Status.LoadBalancer.Ingress) == 0 {
 				why := "the LoadBalancer Service has no address: it stays <pending> and nothing outside reaches it"
 				if c := meta.FindStatusCondition(s.Status.Conditions, lb.ConditionAllocated); c != nil && c.Status == metav1.ConditionFalse {
@@ -82,10 +91,16 @@ func clusterChecks(ctx context.Context, cfg Config, r *reporter) error {
 			}
 		}
 	}
+	if len(arpTargets) > 0 {
+		if nodes, err := cs.CoreV1().Nodes().List(ctx, all); err == nil {
+			localAnnouncer(ctx, cs, nodes.Items, arpTargets)
+		}
+		arpChecks(ctx, arpTargets, r)
+	}
 	if dyn, err := dynamic.NewForConfig(rc); err == nil {
 		if l, err := dyn.Resource(lbPools).Namespace(lb.Namespace).List(ctx, all); err == nil {
 			gws, _ := network.Gateways()
-			poolChecks(l.Items, gws, r)
+			poolChecks(l.Items, gws, lbReserved(ctx, cs), r)
 		}
 	}
 	if l, err := cs.NetworkingV1().NetworkPolicies("").List(ctx, all); err == nil {
@@ -129,25 +144,56 @@ func clusterChecks(ctx context.Context, cfg Config, r *reporter) error {
 		return fmt.Errorf("list nodes: %w", err)
 	}
 	surgeChecks(deps.Items, pods.Items, nodes.Items, r)
+	policyChecks(nodes.Items, r)
 	return nil
 }
 
-var lbPools = schema.GroupVersionResource{Group: lb.Group, Version: lb.ResourceOf("IPAddressPool").Versions[0], Resource: lb.ResourceOf("IPAddressPool").Plural}
+var lbPools = lb.GVR("IPAddressPool")
 
-// poolChecks reports IPAddressPools holding one of this machine's
-// gateways: the allocator would give the router's address to a
-// Service, and the node announcing it would take the LAN's traffic for
-// the router.
-func poolChecks(pools []unstructured.Unstructured, gateways []netip.Addr, r *reporter) {
+// lbReserved are the ranges the allocator keeps pools out of: the
+// cluster and Service CIDRs (from cluster-info) and the nodes' addresses.
+func lbReserved(ctx context.Context, cs kubernetes.Interface) []lb.Reserved {
+	var out []lb.Reserved
+	if cm, err := cs.CoreV1().ConfigMaps(clusterinfo.Namespace).Get(ctx, clusterinfo.Name, metav1.GetOptions{}); err == nil {
+		if info, err := clusterinfo.Parse(cm.Data); err == nil {
+			out = lb.ReservedCIDRs(info.ClusterCIDR, info.ServiceCIDR)
+		}
+	}
+	if l, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err == nil {
+		var nodes []*corev1.Node
+		for i := range l.Items {
+			nodes = append(nodes, &l.Items[i])
+		}
+		out = append(out, lb.ReservedNodes(nodes)...)
+	}
+	return out
+}
+
+// poolChecks reports IPAddressPools that the allocator refuses, by its
+// own rules (CL-LB-008: malformed, or overlapping another pool, the
+// cluster or Service CIDR, or a node's address), and pools holding one of
+// this machine's gateways (CL-LB-006): the allocator would give the
+// router's address to a Service, and the node announcing it would take
+// the LAN's traffic for the router.
+func poolChecks(pools []unstructured.Unstructured, gateways []netip.Addr, reserved []lb.Reserved, r *reporter) {
+	refused := func(name string, err error) {
+		r.add("CL-LB-008", lint.Error, "IPAddressPool "+lb.Namespace+"/"+name,
+			fmt.Sprintf("the allocator refuses this pool and gives no address from it: %v", err),
+			"fix spec.addresses: a pool may not overlap another pool, the cluster or Service CIDR, or a node's address; the pool's InvalidPool event says the same")
+	}
+	var all []*lb.Pool
 	for _, u := range pools {
 		var p lb.IPAddressPool
-		if runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &p) != nil {
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &p); err != nil {
+			refused(u.GetName(), err)
 			continue
 		}
 		parsed, err := lb.ParsePool(&p)
 		if err != nil {
-			continue // the allocator reports it (InvalidPool)
+			refused(p.Name, err)
+			continue
 		}
+		all = append(all, parsed)
 		for _, gw := range gateways {
 			for _, rg := range parsed.Ranges {
 				if rg.Contains(gw) {
@@ -155,6 +201,30 @@ func poolChecks(pools []unstructured.Unstructured, gateways []netip.Addr, r *rep
 						fmt.Sprintf("its range %s holds %s, a gateway of this machine: a Service given that address would be announced in the router's place and cut the LAN off", rg, gw),
 						"take the router's address out of spec.addresses (use a range that stops short of it)")
 				}
+			}
+		}
+	}
+	_, bad := lb.Validate(all, reserved)
+	names := make([]string, 0, len(bad))
+	for n := range bad {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		refused(n, bad[n])
+	}
+}
+
+// policyChecks reports nodes that say they do not enforce NetworkPolicy
+// (network.PolicyCondition): their pods run without the policies that
+// select them.
+func policyChecks(nodes []corev1.Node, r *reporter) {
+	for _, n := range nodes {
+		for _, c := range n.Status.Conditions {
+			if c.Type == network.PolicyCondition && c.Status == corev1.ConditionTrue {
+				r.add("CL-NET-005", lint.Error, "Node "+n.Name,
+					"NetworkPolicy is not enforced on this node ("+c.Message+"): pods already there run without their policies; new ones are kept off by the taint "+network.PolicyTaint,
+					"read the node agent's log for the cause (often nftables: `nft list ruleset`); the agent retries by itself and the taint goes when it succeeds")
 			}
 		}
 	}

@@ -25,7 +25,9 @@ import (
 	"github.com/cloudless-dev/cloudless/internal/datastore/engine/pebble"
 	"github.com/cloudless-dev/cloudless/internal/lb"
 	"github.com/cloudless-dev/cloudless/internal/lint"
+	"github.com/cloudless-dev/cloudless/internal/network"
 	"github.com/cloudless-dev/cloudless/internal/pki"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 func found(fs []lint.Finding) map[string]bool {
@@ -326,26 +328,48 @@ func TestPoolChecks(t *testing.T) {
 			"metadata": map[string]any{"name": name, "namespace": lb.Namespace}, "spec": map[string]any{"addresses": addrs}}}
 	}
 	gws := []netip.Addr{netip.MustParseAddr("192.168.1.1"), netip.MustParseAddr("fd00::1")}
+	reserved := append(lb.ReservedCIDRs("10.42.0.0/16", "10.43.0.0/16"),
+		lb.ReservedNodes([]*corev1.Node{{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.168.3.5"}}}}})...)
 	for _, tc := range []struct {
-		pool unstructured.Unstructured
-		want int
+		name  string
+		pools []unstructured.Unstructured
+		want  []string // IDs, in order
 	}{
-		{pool("whole-lan", "192.168.1.0/24"), 1},
-		{pool("range-over-router", "192.168.1.1-192.168.1.9"), 1},
-		{pool("stops-short", "192.168.1.200-192.168.1.250"), 0},
-		{pool("v6", "fd00::/120"), 1},
-		{pool("other-lan", "192.168.2.0/24"), 0},
-		{pool("malformed", "192.168.1.0/33"), 0}, // the allocator's to report
+		{"whole LAN", []unstructured.Unstructured{pool("whole-lan", "192.168.1.0/24")}, []string{"CL-LB-006"}},
+		{"range over the router", []unstructured.Unstructured{pool("range-over-router", "192.168.1.1-192.168.1.9")}, []string{"CL-LB-006"}},
+		{"stops short", []unstructured.Unstructured{pool("stops-short", "192.168.1.200-192.168.1.250")}, nil},
+		{"v6", []unstructured.Unstructured{pool("v6", "fd00::/120")}, []string{"CL-LB-006"}},
+		{"other LAN", []unstructured.Unstructured{pool("other-lan", "192.168.2.0/24")}, nil},
+		{"malformed", []unstructured.Unstructured{pool("malformed", "192.168.1.0/33")}, []string{"CL-LB-008"}},
+		{"in the Service CIDR", []unstructured.Unstructured{pool("svc", "10.43.200.0/24")}, []string{"CL-LB-008"}},
+		{"in the cluster CIDR", []unstructured.Unstructured{pool("pods", "10.42.0.0/24")}, []string{"CL-LB-008"}},
+		{"a node's address", []unstructured.Unstructured{pool("node", "192.168.3.0/28")}, []string{"CL-LB-008"}},
+		{"two overlapping pools", []unstructured.Unstructured{pool("a", "192.168.2.0/28"), pool("b", "192.168.2.8/29")}, []string{"CL-LB-008"}},
 	} {
-		r := &reporter{}
-		poolChecks([]unstructured.Unstructured{tc.pool}, gws, r)
-		if len(r.findings) != tc.want {
-			t.Errorf("%s: %v, want %d CL-LB-006", tc.pool.GetName(), r.findings, tc.want)
-		}
-		for _, f := range r.findings {
-			if f.ID != "CL-LB-006" || !strings.Contains(f.Object, tc.pool.GetName()) {
-				t.Errorf("%s: %+v", tc.pool.GetName(), f)
+		t.Run(tc.name, func(t *testing.T) {
+			r := &reporter{}
+			poolChecks(tc.pools, gws, reserved, r)
+			var got []string
+			for _, f := range r.findings {
+				got = append(got, f.ID)
+				if !strings.Contains(f.Object, "IPAddressPool") || f.Fix == "" {
+					t.Errorf("finding %+v names no pool or no fix", f)
+				}
 			}
-		}
+			if strings.Join(got, ",") != strings.Join(tc.want, ",") {
+				t.Errorf("findings %v (%v), want %v", got, r.findings, tc.want)
+			}
+		})
+	}
+}
+
+func TestPolicyChecks(t *testing.T) {
+	node := func(name string, st corev1.ConditionStatus) corev1.Node {
+		return corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: network.PolicyCondition, Status: st, Message: "nft refused"}}}}
+	}
+	r := &reporter{}
+	policyChecks([]corev1.Node{node("ok", corev1.ConditionFalse), node("bad", corev1.ConditionTrue), {ObjectMeta: metav1.ObjectMeta{Name: "new"}}}, r)
+	if len(r.findings) != 1 || r.findings[0].ID != "CL-NET-005" || r.findings[0].Object != "Node bad" || !strings.Contains(r.findings[0].Message, "nft refused") {
+		t.Errorf("findings %+v, want one CL-NET-005 on Node bad with the node's message", r.findings)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	apiextensions "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 )
@@ -44,6 +45,12 @@ func ResourceOf(kind string) Resource {
 		}
 	}
 	panic("lb: no resource " + kind)
+}
+
+// GVR is kind's resource at the version Cloudless reads (the first).
+func GVR(kind string) schema.GroupVersionResource {
+	r := ResourceOf(kind)
+	return schema.GroupVersionResource{Group: Group, Version: r.Versions[0], Resource: r.Plural}
 }
 
 // CRDs returns the CustomResourceDefinitions of Resources, namespaced

@@ -54,3 +54,14 @@ func Annotation(annotations map[string]string, name string) (value, key string) 
 	}
 	return "", ""
 }
+
+// The speakers' events on a Service, saying which node announces it: the
+// source's host is the node; the L2 message names the addresses and the
+// interfaces ("node-b announces 192.0.2.10 on eth0 by ARP").
+const (
+	SpeakerComponent    = "cloudless-lb-speaker"
+	ReasonAnnouncingL2  = "AnnouncingL2"
+	ReasonAnnouncingBGP = "AnnouncingBGP"
+	// ReasonWithdrawnBGP: the node stopped advertising the Service.
+	ReasonWithdrawnBGP = "WithdrawnBGP"
+)

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 )
@@ -130,6 +131,32 @@ func (p *Pool) Matches(ns string, nsLabels, svcLabels map[string]string) bool {
 type Reserved struct {
 	What  string
 	Range Range
+}
+
+// ReservedCIDRs are the cluster and Service CIDRs as reserved ranges
+// (unparseable ones are skipped: the server refuses them at start).
+func ReservedCIDRs(clusterCIDR, serviceCIDR string) []Reserved {
+	var out []Reserved
+	for _, r := range []struct{ what, cidr string }{{"the cluster CIDR (--cluster-cidr)", clusterCIDR}, {"the Service CIDR (--service-cidr)", serviceCIDR}} {
+		if p, err := netip.ParsePrefix(r.cidr); err == nil {
+			out = append(out, Reserved{What: r.what, Range: RangeOfPrefix(p)})
+		}
+	}
+	return out
+}
+
+// ReservedNodes are the nodes' internal and external addresses, which no
+// pool may hold.
+func ReservedNodes(nodes []*corev1.Node) []Reserved {
+	var out []Reserved
+	for _, n := range nodes {
+		for _, a := range n.Status.Addresses {
+			if ip, err := netip.ParseAddr(a.Address); err == nil && (a.Type == corev1.NodeInternalIP || a.Type == corev1.NodeExternalIP) {
+				out = append(out, Reserved{What: "node " + n.Name + "'s address", Range: RangeOfPrefix(netip.PrefixFrom(ip, ip.BitLen()))})
+			}
+		}
+	}
+	return out
 }
 
 // Validate checks pools against each other and reserved ranges, and

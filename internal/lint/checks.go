@@ -276,7 +276,13 @@ var checks = []Check{
 	{ID: "CL-NET-004", Severity: Info, Title: "LoadBalancer Service allocates NodePorts", Run: func(objs []*Object, report func(*Object, string, string)) {
 		for _, o := range objs {
 			s, ok := o.Obj.(*corev1.Service)
-			if ok && s.Spec.Type == corev1.ServiceTypeLoadBalancer && (s.Spec.AllocateLoadBalancerNodePorts == nil || *s.Spec.AllocateLoadBalancerNodePorts) {
+			if !ok || s.Spec.Type != corev1.ServiceTypeLoadBalancer {
+				continue
+			}
+			switch a := s.Spec.AllocateLoadBalancerNodePorts; {
+			case a == nil:
+				report(o, "the Service leaves allocateLoadBalancerNodePorts unset: Cloudless defaults it to false, but upstream Kubernetes (and a Cloudless server with --lb-node-ports) opens a NodePort on every node's address, reachable from the whole LAN", "set spec.allocateLoadBalancerNodePorts: false, so the manifest means the same everywhere")
+			case *a:
 				report(o, "the Service also opens a NodePort on every node's address, reachable from the whole LAN", "set spec.allocateLoadBalancerNodePorts: false")
 			}
 		}

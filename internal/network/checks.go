@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"github.com/cloudless-dev/cloudless/internal/footprint"
+	"strconv"
 )
 
 // features are the kernel and userspace parts the proxy modes need.
@@ -93,6 +94,64 @@ const podVethPrefix = "veth"
 // interface.
 func OwnDevice(name string) bool {
 	return ownDevices[name] || strings.HasPrefix(name, podVethPrefix)
+}
+
+// ConnectedLANInterfaces are the LAN interfaces (LANInterface) with a
+// connected IPv4 network holding ip: where ARP for ip is heard.
+func ConnectedLANInterfaces(ip netip.Addr) []string {
+	connected, _ := lanInterfaces(ip)
+	return connected
+}
+
+// DefaultLANInterfaces are where an address is announced when nothing
+// names the interfaces: the connected LAN interfaces, or else every LAN
+// interface.
+func DefaultLANInterfaces(ip netip.Addr) []string {
+	connected, lan := lanInterfaces(ip)
+	if len(connected) > 0 {
+		return connected
+	}
+	return lan
+}
+
+func lanInterfaces(ip netip.Addr) (connected, lan []string) {
+	ifis, _ := net.Interfaces()
+	for _, ifi := range ifis {
+		if !LANInterface(ifi) {
+			continue
+		}
+		lan = append(lan, ifi.Name)
+		addrs, _ := ifi.Addrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				if p, err := netip.ParsePrefix(n.String()); err == nil && p.Addr().Is4() && p.Masked().Contains(ip) {
+					connected = append(connected, ifi.Name)
+					break
+				}
+			}
+		}
+	}
+	return connected, lan
+}
+
+// iffNoARP is IFF_NOARP in /sys/class/net/<if>/flags.
+const iffNoARP = 0x80
+
+// LANInterface: up, Ethernet, answers ARP, not a bond's member, not one
+// of the pod network's own devices.
+func LANInterface(ifi net.Interface) bool {
+	if ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagLoopback != 0 || len(ifi.HardwareAddr) != 6 || OwnDevice(ifi.Name) {
+		return false
+	}
+	if b, err := os.ReadFile("/sys/class/net/" + ifi.Name + "/flags"); err == nil {
+		if f, err := strconv.ParseUint(strings.TrimSpace(strings.TrimPrefix(string(b), "0x")), 16, 32); err == nil && f&iffNoARP != 0 {
+			return false
+		}
+	}
+	if _, err := os.Stat("/sys/class/net/" + ifi.Name + "/bonding_slave"); err == nil {
+		return false // a bond's member: the bond answers
+	}
+	return true
 }
 
 // Gateways are the next hops of this machine's routes in the main

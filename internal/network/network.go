@@ -197,11 +197,7 @@ func (n *Network) Setup(ctx context.Context, cs kubernetes.Interface, node *core
 func (n *Network) Run(ctx context.Context, cs kubernetes.Interface) error {
 	go n.overlay.run(ctx, cs)
 	go n.masq.keep(ctx, n.log)
-	go func() {
-		if err := n.runPolicy(ctx, cs); err != nil && ctx.Err() == nil {
-			n.log.Error("NetworkPolicy enforcement on this node stopped: policies are not enforced here", "err", err)
-		}
-	}()
+	go n.keepPolicy(ctx, cs)
 	go func() {
 		if err := n.runDNS(ctx, cs, n.gw); err != nil && ctx.Err() == nil {
 			n.log.Error("cluster DNS on this node stopped", "err", err)

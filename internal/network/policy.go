@@ -47,7 +47,7 @@ type policyController struct {
 }
 
 // runPolicy enforces NetworkPolicy on this node's pods until ctx ends.
-func (n *Network) runPolicy(ctx context.Context, cs kubernetes.Interface) error {
+func (n *Network) runPolicy(ctx context.Context, cs kubernetes.Interface, enforced func()) error {
 	nft, err := knftables.New(knftables.IPv4Family, PolicyTable)
 	if err != nil {
 		return fmt.Errorf("NetworkPolicy needs nftables: %w", err)
@@ -81,6 +81,10 @@ func (n *Network) runPolicy(ctx context.Context, cs kubernetes.Interface) error 
 		if err == nil && rules.String() != last {
 			start := time.Now()
 			if err = pc.apply(ctx, nft, rules); err == nil {
+				if last == "" && enforced != nil {
+					enforced()
+					enforced = nil
+				}
 				last = rules.String()
 				n.log.Debug("NetworkPolicy rules applied", "isolated-pods", len(rules.ingress)+len(rules.egress), "took", time.Since(start))
 			}

@@ -69,14 +69,14 @@ func TestServerExternalEtcd(t *testing.T) {
 	}
 	other.Ensure(filepath.Join(dir, "other"), pki.Leaf{Name: "client", CommonName: "x", Usages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, Validity: time.Hour}, time.Minute)
 	_, errOut, err := cli(t, "server", "--data-dir", filepath.Join(dir, "bad"), "--https-listen-port", fmt.Sprint(freePort(t)),
-		"--datastore-endpoint", endpoint, "--token", "t0ken", "--datastore-cafile", f("ca.crt"),
+		"--datastore-endpoint", endpoint, "--token", haToken, "--datastore-cafile", f("ca.crt"),
 		"--datastore-certfile", filepath.Join(dir, "other", "client.crt"), "--datastore-keyfile", filepath.Join(dir, "other", "client.key"))
 	if err == nil || !strings.Contains(errOut, "does not answer") {
 		t.Errorf("server with an untrusted etcd client certificate: %v\n%s", err, tail([]byte(errOut), 10))
 	}
 
 	data := filepath.Join(dir, "data")
-	_, cs, _ := startServer(t, data, freePort(t), "--datastore-endpoint", endpoint, "--token", "t0ken",
+	_, cs, _ := startServer(t, data, freePort(t), "--datastore-endpoint", endpoint, "--token", haToken,
 		"--datastore-cafile", f("ca.crt"), "--datastore-certfile", f("client.crt"), "--datastore-keyfile", f("client.key"))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -144,9 +144,9 @@ spec:
 	first := check(ip, "web-lb", []string{"node-a", "node-b"})
 	// cloudless lb status names the address, its pool and the node.
 	var rows []struct {
-		Service, Pool, Announcer string
-		Addresses                []string
-		Allocated                bool
+		Service, Pool, Announcer, Announced string
+		Addresses                           []string
+		Allocated                           bool
 	}
 	out := c.runIn(t, c.a, cloudlessBin, "lb", "status", "-o", "json", "--data-dir", filepath.Join(c.dir, "a"))
 	if err := json.Unmarshal([]byte(out), &rows); err != nil {
@@ -159,10 +159,53 @@ spec:
 			if !r.Allocated || r.Pool != "lan" || r.Announcer != first || !slices.Equal(r.Addresses, []string{ip}) {
 				t.Errorf("lb status for web-lb: %+v, want %s from pool lan announced by %s", r, ip, first)
 			}
+			// The interface is named too: the LAN one, not the pod network's.
+			if !strings.Contains(r.Announced, ip+" on lan0") {
+				t.Errorf("lb status says %q, want %s on lan0", r.Announced, ip)
+			}
 		}
 	}
 	if !found {
 		t.Errorf("lb status does not list default/web-lb:\n%s", out)
+	}
+	// doctor, on node-a, asks the LAN who has each address: one answer
+	// is healthy; a host on the LAN holding the address too (the client,
+	// here) is a second MAC, reported as CL-LB-009 with both.
+	doctorARP := func() []string {
+		t.Helper()
+		out, err := c.tryIn(c.a, cloudlessBin, "doctor", "-o", "json", "--data-dir", filepath.Join(c.dir, "a"), "--fsync-samples", "10")
+		var rep struct {
+			Findings []struct{ ID, Object, Message string }
+		}
+		i := strings.Index(out, "{")
+		if i < 0 {
+			t.Fatalf("doctor printed no JSON: %v\n%s", err, out)
+		}
+		if jerr := json.NewDecoder(strings.NewReader(out[i:])).Decode(&rep); jerr != nil {
+			t.Fatalf("doctor -o json: %v, %v\n%s", err, jerr, out)
+		}
+		var got []string
+		for _, f := range rep.Findings {
+			if f.ID == "CL-LB-009" {
+				got = append(got, f.Object+": "+f.Message)
+			}
+		}
+		return got
+	}
+	if got := doctorARP(); len(got) != 0 {
+		t.Errorf("doctor reports duplicate ARP answers with one announcer: %v", got)
+	}
+	clientMAC := l.mac(t, l.client)
+	sh := func(args ...string) {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	sh("ip", "-n", l.client, "addr", "add", ip+"/32", "dev", "lan0")
+	got := doctorARP()
+	sh("ip", "-n", l.client, "addr", "del", ip+"/32", "dev", "lan0")
+	if len(got) != 1 || !strings.Contains(got[0], "Service default/web-lb") || !strings.Contains(got[0], clientMAC) || !strings.Contains(got[0], "2 hardware addresses") {
+		t.Errorf("doctor with the client holding %s too: %v, want one CL-LB-009 on web-lb naming 2 addresses, %s among them", ip, got, clientMAC)
 	}
 	// The announcing node excluded from load balancers: the other takes
 	// the address over (its gratuitous ARP updates the client's cache).

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -213,6 +214,31 @@ func userConfig(t *testing.T, cfg *rest.Config, dir, user string) *rest.Config {
 	return out
 }
 
+// eventHosts waits for component's events on Service default/name and
+// lists the servers (event source hosts) they came from.
+func eventHosts(t *testing.T, ctx context.Context, cs kubernetes.Interface, name, component string) []string {
+	t.Helper()
+	var hosts []string
+	poll(t, ctx, component+"'s events on Service "+name, func() (bool, error) {
+		evs, err := cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
+		if err != nil {
+			return false, err
+		}
+		hosts = nil
+		for _, e := range evs.Items {
+			if e.Source.Component == component && !slices.Contains(hosts, e.Source.Host) {
+				hosts = append(hosts, e.Source.Host)
+			}
+		}
+		return len(hosts) > 0, nil
+	})
+	slices.Sort(hosts)
+	return hosts
+}
+
+// haToken is strong enough for a new cluster (controlplane.CheckToken).
+const haToken = "k3v9q2m7x4c8w1z6p5t0r2n8b4"
+
 // TestTwoServersHA runs two servers on one PostgreSQL database: both serve
 // the API with one CA, and either can stop without the other losing
 // anything.
@@ -233,13 +259,33 @@ func TestTwoServersHA(t *testing.T) {
 	// Two servers on one machine: the components' own health ports would
 	// collide, so they are turned off (on separate machines they differ),
 	// and so would the metrics APIs' (127.0.0.1:10261).
-	common := []string{"--datastore-endpoint", dsn, "--token", "ha-test-token",
+	// A new cluster refuses a weak token, suggesting a strong one.
+	weak := filepath.Join(dirs[0], "weak")
+	out, err := exec.Command(cloudlessBin, "server", "--data-dir", weak, "--bind-address", "127.0.0.1", "--https-listen-port", fmt.Sprint(freePort(t)),
+		"--disable-agent", "--datastore-endpoint", dsn, "--token", "ha-test-token").CombinedOutput()
+	os.RemoveAll(weak)
+	if err == nil || !strings.Contains(string(out), "--token is too weak") || !strings.Contains(string(out), "e.g. --token ") {
+		t.Fatalf("a new cluster with token ha-test-token: err = %v, output:\n%s\nwant a refusal naming a strong token", err, tail(out, 5))
+	}
+	common := []string{"--datastore-endpoint", dsn, "--token", haToken,
 		"--kube-controller-manager-arg=--secure-port=0", "--kube-scheduler-arg=--secure-port=0", "--disable", controlplane.ComponentMetrics}
-	pa, a, _ := startServer(t, dirs[0], freePort(t), common...)
-	portB := freePort(t)
-	_, b, cfgB := startServer(t, dirs[1], portB, common...)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
+	pa, a, _ := startServer(t, dirs[0], freePort(t), append([]string{"--node-name", "ha-a"}, common...)...)
+	// A alone holds the allocator's Lease (named after the server), so
+	// killing A below is a real takeover.
+	holder := func(lease string) string {
+		l, err := a.CoordinationV1().Leases("kube-system").Get(ctx, lease, metav1.GetOptions{})
+		if err != nil {
+			return ""
+		}
+		return ptr.Deref(l.Spec.HolderIdentity, "")
+	}
+	poll(t, ctx, "server A holds the allocator's Lease", func() (bool, error) {
+		return strings.HasPrefix(holder(controlplane.LBLease), "ha-a_"), nil
+	})
+	portB := freePort(t)
+	_, b, cfgB := startServer(t, dirs[1], portB, append([]string{"--node-name", "ha-b"}, common...)...)
 
 	caA, _ := os.ReadFile(filepath.Join(dirs[0], "server", "tls", "ca.crt"))
 	caB, _ := os.ReadFile(filepath.Join(dirs[1], "server", "tls", "ca.crt"))
@@ -276,6 +322,13 @@ func TestTwoServersHA(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := waitAllocated(t, ctx, b, "before", metav1.ConditionTrue, lb.ReasonAllocated)
+	// Exactly one allocator acted: every allocation event is A's.
+	if h := holder(controlplane.LBLease); !strings.HasPrefix(h, "ha-a_") {
+		t.Errorf("allocator's Lease held by %q, want server A (ha-a_…)", h)
+	}
+	if hosts := eventHosts(t, ctx, b, "before", controllers.LBComponent); !slices.Equal(hosts, []string{"ha-a"}) {
+		t.Errorf("allocation events for Service before come from %v, want only ha-a", hosts)
+	}
 	// A manifest stored through server A is applied (by whichever server
 	// holds the manifests Lease) and seen through B.
 	mf := filepath.Join(dirs[0], "ha.yaml")
@@ -307,6 +360,9 @@ func TestTwoServersHA(t *testing.T) {
 	if ip := ingressIP(waitAllocated(t, ctx, b, "after", metav1.ConditionTrue, lb.ReasonAllocated)); ip == ingressIP(before) || ip == "" {
 		t.Errorf("after the takeover a new Service got %q, the one before has %q: want two addresses", ip, ingressIP(before))
 	}
+	if hosts := eventHosts(t, ctx, b, "after", controllers.LBComponent); !slices.Equal(hosts, []string{"ha-b"}) {
+		t.Errorf("allocation events for Service after come from %v, want only ha-b", hosts)
+	}
 	// B holds the Lease once A is gone (A's term runs out if it held it),
 	// and its controllers act: the cluster DNS Service, deleted, returns.
 	poll(t, ctx, "server B renews the controllers' Lease after A stopped", func() (bool, error) {
@@ -332,7 +388,7 @@ func TestTwoServersHA(t *testing.T) {
 	// A wrong token is refused with a clear message.
 	d3, _ := os.MkdirTemp("", "cl-ha-server-")
 	defer os.RemoveAll(d3)
-	out, err := exec.Command(cloudlessBin, "server", "--data-dir", d3, "--bind-address", "127.0.0.1", "--https-listen-port", fmt.Sprint(freePort(t)),
+	out, err = exec.Command(cloudlessBin, "server", "--data-dir", d3, "--bind-address", "127.0.0.1", "--https-listen-port", fmt.Sprint(freePort(t)),
 		"--datastore-endpoint", dsn, "--token", "wrong").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "--token differs") {
 		t.Errorf("server with a wrong token: err = %v, output:\n%s\nwant a refusal naming --token", err, tail(out, 5))

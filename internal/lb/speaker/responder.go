@@ -6,9 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -30,8 +27,9 @@ type responder struct {
 	log     *slog.Logger
 	refresh time.Duration // gratuitous ARP again, for switches' MAC tables
 
-	mu     sync.Mutex
-	ifaces map[string]*arpIface
+	mu      sync.Mutex
+	ifaces  map[string]*arpIface
+	refused map[string]bool // named interfaces already warned about
 }
 
 type arpIface struct {
@@ -46,16 +44,23 @@ func newResponder(log *slog.Logger, refresh time.Duration) *responder {
 }
 
 // set makes the responder answer for exactly want (address -> interfaces;
-// nil interfaces: the default ones for that address).
-func (r *responder) set(ctx context.Context, want map[netip.Addr][]string) {
+// nil interfaces: the default ones for that address), and returns the
+// interfaces each address is announced on. A named interface that is not
+// a LAN interface (down, no ARP, a bond's member, the pod network's own)
+// is skipped with a warning: the bond, not its member, must answer.
+func (r *responder) set(ctx context.Context, want map[netip.Addr][]string) map[netip.Addr][]string {
 	perIface := map[string]map[netip.Addr]bool{}
+	used := map[netip.Addr][]string{}
 	for ip, names := range want {
 		if !ip.Is4() {
 			continue // NDP for IPv6 pools is not built yet
 		}
 		if len(names) == 0 {
-			names = defaultInterfaces(ip)
+			names = network.DefaultLANInterfaces(ip)
+		} else {
+			names = r.usable(names)
 		}
+		used[ip] = names
 		for _, n := range names {
 			if perIface[n] == nil {
 				perIface[n] = map[netip.Addr]bool{}
@@ -104,6 +109,35 @@ func (r *responder) set(ctx context.Context, want map[netip.Addr][]string) {
 		}
 		ai.ips = ips
 	}
+	return used
+}
+
+// usable keeps the named interfaces that can answer ARP, warning once
+// per interface about each one that cannot.
+func (r *responder) usable(names []string) []string {
+	var out []string
+	for _, n := range names {
+		ifi, err := net.InterfaceByName(n)
+		if err == nil && network.LANInterface(*ifi) {
+			out = append(out, n)
+			continue
+		}
+		r.mu.Lock()
+		if r.refused == nil {
+			r.refused = map[string]bool{}
+		}
+		first := !r.refused[n]
+		r.refused[n] = true
+		r.mu.Unlock()
+		if first {
+			why := "it is down, has no Ethernet address or answers no ARP (NOARP), is a bond's member (name the bond), or is the pod network's own"
+			if err != nil {
+				why = err.Error()
+			}
+			r.log.Warn("L2Advertisement names an interface that cannot announce; skipped", "interface", n, "why", why)
+		}
+	}
+	return out
 }
 
 func (r *responder) has(ai *arpIface, ip netip.Addr) bool {
@@ -219,51 +253,4 @@ func (r *responder) close() {
 		close(ai.done)
 		delete(r.ifaces, n)
 	}
-}
-
-// defaultInterfaces are where ip is announced when the advertisement
-// names no interface: the LAN interfaces with a connected IPv4 network
-// holding ip, or else every LAN interface.
-func defaultInterfaces(ip netip.Addr) []string {
-	ifis, _ := net.Interfaces()
-	var lan, connected []string
-	for _, ifi := range ifis {
-		if !lanInterface(ifi) {
-			continue
-		}
-		lan = append(lan, ifi.Name)
-		addrs, _ := ifi.Addrs()
-		for _, a := range addrs {
-			if n, ok := a.(*net.IPNet); ok {
-				if p, err := netip.ParsePrefix(n.String()); err == nil && p.Addr().Is4() && p.Masked().Contains(ip) {
-					connected = append(connected, ifi.Name)
-					break
-				}
-			}
-		}
-	}
-	if len(connected) > 0 {
-		return connected
-	}
-	return lan
-}
-
-// iffNoARP is IFF_NOARP in /sys/class/net/<if>/flags.
-const iffNoARP = 0x80
-
-// lanInterface: up, Ethernet, answers ARP, not a bond's member, not one
-// of the pod network's own devices.
-func lanInterface(ifi net.Interface) bool {
-	if ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagLoopback != 0 || len(ifi.HardwareAddr) != 6 || network.OwnDevice(ifi.Name) {
-		return false
-	}
-	if b, err := os.ReadFile("/sys/class/net/" + ifi.Name + "/flags"); err == nil {
-		if f, err := strconv.ParseUint(strings.TrimSpace(strings.TrimPrefix(string(b), "0x")), 16, 32); err == nil && f&iffNoARP != 0 {
-			return false
-		}
-	}
-	if _, err := os.Stat("/sys/class/net/" + ifi.Name + "/bonding_slave"); err == nil {
-		return false // a bond's member: the bond answers
-	}
-	return true
 }

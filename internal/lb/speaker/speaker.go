@@ -49,13 +49,10 @@ import (
 // forwarding to this node.
 const DefaultRefresh = 30 * time.Second
 
-// Component is the source of the speaker's events.
-const Component = "cloudless-lb-speaker"
+// Component signs the speakers' events (lb.SpeakerComponent).
+const Component = lb.SpeakerComponent
 
-func gvr(kind string) schema.GroupVersionResource {
-	r := lb.ResourceOf(kind)
-	return schema.GroupVersionResource{Group: lb.Group, Version: r.Versions[0], Resource: r.Plural}
-}
+func gvr(kind string) schema.GroupVersionResource { return lb.GVR(kind) }
 
 // MemberlistSecret (in kube-system, key MemberlistKey) holds the key
 // that encrypts the speakers' gossip; the server creates it and lets
@@ -167,6 +164,10 @@ func (s *Speaker) Run(ctx context.Context, rc *rest.Config) error {
 	}
 	rejoin := time.NewTicker(5 * time.Second)
 	defer rejoin.Stop()
+	// Events expire (an hour by default): say again, now and then, who
+	// announces, so that lb status never goes blank while nothing changes.
+	resay := time.NewTicker(ResayInterval)
+	defer resay.Stop()
 	was := map[string]string{}             // Service key and reason -> what this node said it announces
 	wasObj := map[string]*corev1.Service{} // the same keys -> the Service
 	reported := map[string]string{}        // kind/name -> the problem last reported
@@ -178,11 +179,14 @@ func (s *Speaker) Run(ctx context.Context, rc *rest.Config) error {
 		case <-rejoin.C:
 			st.join()
 			continue
+		case <-resay.C:
+			clear(was)
+			clear(wasObj)
 		}
 		st.join()
 		pools := st.poolLabels() // one read for L2 and BGP
 		want, bySvc := st.desired(s.Log, pools)
-		resp.set(ctx, want)
+		on := resp.set(ctx, want)
 		plan := st.bgpPlan(s.Log, pools)
 		routes.Set(ctx, plan.peers, plan.routes)
 		// An event when this node starts announcing a Service's addresses.
@@ -198,7 +202,7 @@ func (s *Speaker) Run(ctx context.Context, rc *rest.Config) error {
 		for key, svc := range bySvc {
 			var parts []string
 			for _, ip := range svc.ips {
-				parts = append(parts, ip.String())
+				parts = append(parts, ip.String()+" on "+orNone(on[ip]))
 			}
 			say(key, ReasonL2, svc.obj, fmt.Sprintf("%s announces %s by ARP", s.Node, strings.Join(parts, ", ")))
 		}
@@ -221,12 +225,24 @@ func (s *Speaker) Run(ctx context.Context, rc *rest.Config) error {
 	}
 }
 
-// Reasons of the events that say which node announces a Service.
+// ResayInterval is how often a speaker repeats who announces what (the
+// event is aggregated: its count and last time change), well within the
+// API server's default event TTL of an hour.
+const ResayInterval = 20 * time.Minute
+
+// orNone lists interfaces, or says there is none.
+func orNone(ifaces []string) string {
+	if len(ifaces) == 0 {
+		return "no usable interface"
+	}
+	return strings.Join(ifaces, ", ")
+}
+
+// The events that say which node announces a Service (names in lb).
 const (
-	ReasonL2  = "AnnouncingL2"
-	ReasonBGP = "AnnouncingBGP"
-	// ReasonBGPWithdrawn: the node stopped advertising the Service.
-	ReasonBGPWithdrawn = "WithdrawnBGP"
+	ReasonL2           = lb.ReasonAnnouncingL2
+	ReasonBGP          = lb.ReasonAnnouncingBGP
+	ReasonBGPWithdrawn = lb.ReasonWithdrawnBGP
 )
 
 // ReasonInvalid is the Warning event's reason on a BGPPeer or
