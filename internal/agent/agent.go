@@ -42,9 +42,8 @@ import (
 
 // Config configures the agent.
 type Config struct {
-	DataDir  string
-	NodeName string
-	NodeIP   string
+	NodeConfig
+	DataDir string
 	// Kubeconfig authenticates the kubelet (as system:node:<NodeName>).
 	// With BootstrapKubeconfig (a bootstrap token), Run gets the client
 	// certificate by TLS bootstrap, writes Kubeconfig pointing at it and
@@ -59,26 +58,11 @@ type Config struct {
 	// crosses nodes (vxlan, host-gw) and kube-proxy's mode.
 	ClusterCIDR, ServiceCIDR  string
 	NetworkBackend, ProxyMode string
-	// ResolvConf names the upstream resolvers (default: the host's).
-	ResolvConf string
 	// HelpersDir holds runc, pause and cni/ (default: next to this binary).
 	HelpersDir string
 	// RunDir holds runtime state that must not outlive a reboot (default
 	// datadir.Of(DataDir).RunDir()).
-	RunDir      string
-	NodeLabels  []string
-	KubeletArgs []string
-	// RegistriesFile configures mirrors (default DefaultRegistriesFile;
-	// absent is fine).
-	RegistriesFile string
-	// LBARPRefresh is how often announced load-balancer addresses are
-	// re-sent as gratuitous ARP (0: speaker.DefaultRefresh).
-	LBARPRefresh time.Duration
-	// LBFailureDetection is speaker.Fast or speaker.Tolerant ("": Fast).
-	LBFailureDetection string
-	// VolumeRoots are --volume-root values, DIR or NAME=DIR (default
-	// root: datadir.Dir.Volumes).
-	VolumeRoots []string
+	RunDir string
 	// NoLocalVolumes leaves the volume provisioner off: the server was
 	// started with --disable local-storage (learnt from cluster-info by a
 	// joined agent).
@@ -257,7 +241,11 @@ func (a *Agent) run(ctx context.Context) error {
 	if err := ensureCgroupRoot(a.cgroupRoot(), a.footprint); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	if err := writeFile(filepath.Join(a.paths.root, "kubelet.yaml"), []byte(a.kubeletConfig(mem)), 0o600); err != nil {
+	kc, err := a.kubeletConfig(mem)
+	if err != nil {
+		return err
+	}
+	if err := writeFile(filepath.Join(a.paths.root, "kubelet.yaml"), kc, 0o600); err != nil {
 		return err
 	}
 	errc := make(chan error, 3)

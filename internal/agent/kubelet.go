@@ -8,8 +8,15 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	logsapi "k8s.io/component-base/logs/api/v1"
+	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
 	kubeletapp "k8s.io/kubernetes/cmd/kubelet/app"
+	kubeletcodec "k8s.io/kubernetes/pkg/kubelet/kubeletconfig/util/codec"
+	"k8s.io/utils/ptr"
 
 	"github.com/cloudless-dev/cloudless/internal/klogslog"
 )
@@ -18,66 +25,62 @@ import (
 // resolv.conf without the host's search domains or a loopback stub, a
 // graceful-shutdown period, reserved resources and eviction thresholds
 // sized from the node's memory, swap refused, and no anonymous access.
-func (a *Agent) kubeletConfig(memBytes uint64) string {
+// It is upstream's v1beta1 type, written by the kubelet's own encoder.
+func (a *Agent) kubeletConfig(memBytes uint64) ([]byte, error) {
 	mi := func(b uint64) string { return fmt.Sprintf("%dMi", b>>20) }
 	clamp := func(v, lo, hi uint64) uint64 { return max(lo, min(v, hi)) }
 	reserved := clamp(memBytes/20, 256<<20, 2<<30) // 5%, 256 MiB to 2 GiB, each for kube and system
 	evict := clamp(memBytes/50, 100<<20, 1<<30)    // 2%, 100 MiB to 1 GiB
-	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-address: %s
-port: 10250
-readOnlyPort: 0
-healthzBindAddress: 127.0.0.1
-healthzPort: 10248
-authentication:
-  anonymous:
-    enabled: false
-  webhook:
-    enabled: true
-  x509:
-    clientCAFile: %s
-authorization:
-  mode: Webhook
-%stlsMinVersion: VersionTLS12
-clusterDNS: [%s]
-clusterDomain: %s
-resolvConf: %s
-containerRuntimeEndpoint: unix://%s
-cgroupDriver: %s
-cgroupRoot: %s
-failCgroupV1: false
-failSwapOn: true
-shutdownGracePeriod: 40s
-shutdownGracePeriodCriticalPods: 20s
-kubeReserved:
-  cpu: 100m
-  memory: %s
-systemReserved:
-  cpu: 100m
-  memory: %s
-evictionHard:
-  memory.available: %s
-  nodefs.available: 10%%
-  nodefs.inodesFree: 5%%
-  imagefs.available: 15%%
-serializeImagePulls: false
-staticPodPath: ""
-podLogsDir: %s
-logging:
-  format: %s
-`, a.cfg.NodeIP, a.cfg.CAFile, a.certConfig(), a.cfg.ClusterDNS, a.cfg.ClusterDomain,
-		a.paths.resolvConf(), a.paths.containerdSocket(), a.cgroupDriver, a.cgroupRoot(), mi(reserved), mi(reserved), mi(evict), a.paths.podLogs(), klogslog.Format)
-}
-
-// certConfig: the server's own node gets its certificates from the
-// server; a joined node bootstraps with a token, asks for a serving
-// certificate (approved for known nodes only) and renews both itself.
-func (a *Agent) certConfig() string {
-	if a.cfg.BootstrapKubeconfig != "" {
-		return "rotateCertificates: true\nserverTLSBootstrap: true\n"
+	c := &kubeletv1beta1.KubeletConfiguration{
+		TypeMeta:           metav1.TypeMeta{APIVersion: kubeletv1beta1.SchemeGroupVersion.String(), Kind: "KubeletConfiguration"},
+		Address:            a.cfg.NodeIP,
+		Port:               10250,
+		ReadOnlyPort:       0,
+		HealthzBindAddress: "127.0.0.1",
+		HealthzPort:        ptr.To[int32](10248),
+		Authentication: kubeletv1beta1.KubeletAuthentication{
+			Anonymous: kubeletv1beta1.KubeletAnonymousAuthentication{Enabled: ptr.To(false)},
+			Webhook:   kubeletv1beta1.KubeletWebhookAuthentication{Enabled: ptr.To(true)},
+			X509:      kubeletv1beta1.KubeletX509Authentication{ClientCAFile: a.cfg.CAFile},
+		},
+		Authorization:                   kubeletv1beta1.KubeletAuthorization{Mode: kubeletv1beta1.KubeletAuthorizationModeWebhook},
+		TLSMinVersion:                   "VersionTLS12",
+		ClusterDNS:                      []string{a.cfg.ClusterDNS},
+		ClusterDomain:                   a.cfg.ClusterDomain,
+		ResolverConfig:                  ptr.To(a.paths.resolvConf()),
+		ContainerRuntimeEndpoint:        "unix://" + a.paths.containerdSocket(),
+		CgroupDriver:                    a.cgroupDriver,
+		CgroupRoot:                      a.cgroupRoot(),
+		FailCgroupV1:                    ptr.To(false),
+		FailSwapOn:                      ptr.To(true),
+		ShutdownGracePeriod:             metav1.Duration{Duration: 40 * time.Second},
+		ShutdownGracePeriodCriticalPods: metav1.Duration{Duration: 20 * time.Second},
+		KubeReserved:                    map[string]string{"cpu": "100m", "memory": mi(reserved)},
+		SystemReserved:                  map[string]string{"cpu": "100m", "memory": mi(reserved)},
+		EvictionHard: map[string]string{"memory.available": mi(evict), "nodefs.available": "10%",
+			"nodefs.inodesFree": "5%", "imagefs.available": "15%"},
+		SerializeImagePulls: ptr.To(false),
+		StaticPodPath:       "",
+		PodLogsDir:          a.paths.podLogs(),
+		Logging:             logsapi.LoggingConfiguration{Format: klogslog.Format},
 	}
-	return fmt.Sprintf("tlsCertFile: %s\ntlsPrivateKeyFile: %s\n", a.cfg.ServingCertFile, a.cfg.ServingKeyFile)
+	// The server's own node gets its certificates from the server; a
+	// joined node bootstraps with a token, asks for a serving certificate
+	// (approved for known nodes only) and renews both itself.
+	if a.cfg.BootstrapKubeconfig != "" {
+		c.RotateCertificates, c.ServerTLSBootstrap = true, true
+	} else {
+		c.TLSCertFile, c.TLSPrivateKeyFile = a.cfg.ServingCertFile, a.cfg.ServingKeyFile
+	}
+	enc, err := kubeletcodec.NewKubeletconfigYAMLEncoder(kubeletv1beta1.SchemeGroupVersion)
+	if err != nil {
+		return nil, fmt.Errorf("kubelet config encoder: %w", err)
+	}
+	b, err := runtime.Encode(enc, c)
+	if err != nil {
+		return nil, fmt.Errorf("encode the kubelet config: %w", err)
+	}
+	return b, nil
 }
 
 func (a *Agent) kubeletArgs() []string {
@@ -91,6 +94,9 @@ func (a *Agent) kubeletArgs() []string {
 	}
 	if len(a.cfg.NodeLabels) > 0 {
 		args = append(args, "--node-labels="+strings.Join(a.cfg.NodeLabels, ","))
+	}
+	if len(a.cfg.NodeTaints) > 0 {
+		args = append(args, "--register-with-taints="+strings.Join(a.cfg.NodeTaints, ","))
 	}
 	return append(args, a.cfg.KubeletArgs...)
 }

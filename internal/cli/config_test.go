@@ -85,3 +85,18 @@ func TestConfigure(t *testing.T) {
 		})
 	}
 }
+
+// TestNodeFlagsShared: a server's own node and a joined agent take the
+// same node flags (one agent.NodeConfig.AddFlags).
+func TestNodeFlagsShared(t *testing.T) {
+	server, joined := newServerCmd(nil).Flags(), newAgentCmd(nil).Flags()
+	for _, name := range []string{"node-name", "node-label", "node-taint", "registries", "kubelet-arg", "volume-root", "resolv-conf", "lb-arp-refresh", "lb-failure-detection"} {
+		s, a := server.Lookup(name), joined.Lookup(name)
+		if s == nil || a == nil || s.Usage != a.Usage {
+			t.Errorf("--%s: server %v, agent %v; want the same flag on both", name, s != nil, a != nil)
+		}
+	}
+	if joined.Lookup("node-ip") == nil || server.Lookup("node-ip") != nil {
+		t.Error("--node-ip belongs to the agent only (a server's node uses --advertise-address)")
+	}
+}

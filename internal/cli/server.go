@@ -10,7 +10,6 @@ import (
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
 	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/klogslog"
-	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
 )
 
 func newServerCmd(logger func() (*slog.Logger, error)) *cobra.Command {
@@ -78,21 +77,15 @@ Image archives dropped in <data-dir>/agent/images/ are imported.`,
 	f.StringVar(&cfg.ClusterDomain, "cluster-domain", cfg.ClusterDomain, "cluster DNS domain")
 	f.StringVar(&cfg.NetworkBackend, "network-backend", cfg.NetworkBackend, "how pod traffic crosses nodes: vxlan (works across routed networks) or host-gw (every node on one L2 network, no encapsulation)")
 	f.StringVar(&cfg.ProxyMode, "proxy-mode", cfg.ProxyMode, "kube-proxy mode on every node: nftables, iptables or ipvs (a node without the kernel support falls back, and says so)")
-	f.DurationVar(&cfg.LBARPRefresh, "lb-arp-refresh", cfg.LBARPRefresh, speaker.RefreshHelp)
-	f.StringVar(&cfg.LBFailureDetection, "lb-failure-detection", cfg.LBFailureDetection, speaker.DetectionHelp)
 	f.BoolVar(&cfg.LBNodePorts, "lb-node-ports", cfg.LBNodePorts, "give new LoadBalancer Services a NodePort each, as upstream does (default: allocateLoadBalancerNodePorts false unless the Service sets it; the built-in load balancer needs none)")
 	f.IntVar(&cfg.PodDNSNdots, "pod-dns-ndots", cfg.PodDNSNdots, "ndots for pods on cluster DNS that set none (0 keeps the kubelet's 5, which costs up to 4 extra queries per external lookup)")
-	f.StringVar(&cfg.ResolvConf, "resolv-conf", "", "file naming this node's upstream DNS resolvers (default: /etc/resolv.conf, or systemd-resolved's when that holds only its stub)")
 	f.StringSliceVar(&cfg.TLSSANs, "tls-san", nil, "extra names or IPs for kube-apiserver's certificate (repeatable)")
 	f.DurationVar(&cfg.CertValidity, "cert-validity", cfg.CertValidity, "lifetime of leaf certificates")
 	f.DurationVar(&cfg.RenewBefore, "cert-renew-before", cfg.RenewBefore, "renew leaf certificates while running when less than this remains (at most a third of --cert-validity)")
 	f.StringVar(&cfg.PodSecurityEnforce, "pod-security-enforce", cfg.PodSecurityEnforce, "Pod Security level enforced in namespaces without their own pod-security.kubernetes.io labels: privileged, baseline or restricted")
 	f.StringVar(&cfg.PodSecurityWarn, "pod-security-warn", cfg.PodSecurityWarn, "Pod Security level that only warns and audits: privileged, baseline or restricted")
 	f.BoolVar(&cfg.DisableAgent, "disable-agent", cfg.DisableAgent, "do not run a node agent (kubelet, containerd) on this server")
-	f.StringVar(&cfg.NodeName, "node-name", cfg.NodeName, "this node's name (default: the hostname, lowercased)")
-	f.StringSliceVar(&cfg.NodeTaints, "node-taint", nil, "taint this node registers with, key[=value]:Effect, e.g. node-role.kubernetes.io/control-plane:NoSchedule (repeatable)")
-	f.StringArrayVar(&cfg.KubeletArgs, "kubelet-arg", nil, "extra kubelet flag (repeatable, applied last)")
-	addVolumeRootFlag(f, &cfg.VolumeRoots)
+	cfg.NodeConfig.AddFlags(f, "")
 	f.StringVar(&cfg.ManifestsDir, "manifests-dir", "", "directory of manifest files this server keeps stored and applied, subdirectories included (default: <data-dir>/server/manifests; see `cloudless manifests --help`)")
 	f.StringArrayVar(&cfg.Disable, "disable", nil, "built-in component not to run or install (repeatable): "+disableHelp())
 	f.StringArrayVar(&cfg.APIServerArgs, "kube-apiserver-arg", nil, "extra kube-apiserver flag, e.g. --kube-apiserver-arg=--v=2 (repeatable, applied last)")

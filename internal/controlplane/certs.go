@@ -5,7 +5,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -18,6 +17,8 @@ import (
 	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/metrics"
 	"github.com/cloudless-dev/cloudless/internal/pki"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
 // paths under <data-dir>/server.
@@ -151,24 +152,16 @@ func ensureSAKey(keyPath, pubPath string) error {
 // writeKubeconfig writes a kubeconfig that names the certificate files,
 // so clients pick up renewed certificates without a restart.
 func writeKubeconfig(path, server string, caPEM []byte, certFile, keyFile string) error {
-	data := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: cloudless
-  cluster:
-    server: %s
-    certificate-authority-data: %s
-users:
-- name: user
-  user:
-    client-certificate: %s
-    client-key: %s
-contexts:
-- name: cloudless
-  context: {cluster: cloudless, user: user}
-current-context: cloudless
-`, server, base64.StdEncoding.EncodeToString(caPEM), certFile, keyFile)
-	return atomicfile.Write(path, []byte(data), 0o600)
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["cloudless"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: caPEM}
+	kc.AuthInfos["user"] = &clientcmdapi.AuthInfo{ClientCertificate: certFile, ClientKey: keyFile}
+	kc.Contexts["cloudless"] = &clientcmdapi.Context{Cluster: "cloudless", AuthInfo: "user"}
+	kc.CurrentContext = "cloudless"
+	data, err := clientcmd.Write(*kc)
+	if err != nil {
+		return fmt.Errorf("kubeconfig %s: %w", path, err)
+	}
+	return atomicfile.Write(path, data, 0o600)
 }
 
 // ensureSecretFile writes generated content once; it is never replaced.

@@ -11,12 +11,11 @@ import (
 	"strings"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/cloudless-dev/cloudless/internal/agent"
 	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/datastore"
-	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
 	"github.com/cloudless-dev/cloudless/internal/network"
 )
 
@@ -56,14 +55,6 @@ type Config struct {
 	// (a NodePort each); false gives them allocateLoadBalancerNodePorts:
 	// false unless they set it.
 	LBNodePorts bool
-	// LBARPRefresh is the node agent's gratuitous ARP interval for the
-	// load-balancer addresses it announces.
-	LBARPRefresh time.Duration
-	// LBFailureDetection is the speakers' memberlist profile.
-	LBFailureDetection string
-	// ResolvConf is where this node's upstream resolvers are read from
-	// (default: /etc/resolv.conf, or systemd-resolved's real one).
-	ResolvConf string
 
 	// CertValidity is the lifetime of leaf certificates; they are renewed
 	// while running when less than RenewBefore (at most a third of the
@@ -77,13 +68,10 @@ type Config struct {
 	PodSecurityWarn    string
 
 	// The node agent on this machine (kubelet, containerd), unless
-	// DisableAgent. NodeName defaults to the lowercased hostname.
+	// DisableAgent, configured as a joined agent is (its NodeIP is
+	// AdvertiseAddress).
 	DisableAgent bool
-	NodeName     string
-	NodeTaints   []string // key=value:Effect, registered with the node
-	KubeletArgs  []string
-	// VolumeRoots hold the node's local volumes (volumes.ParseRoots).
-	VolumeRoots []string
+	agent.NodeConfig
 	// ManifestsDir is mirrored into the stored manifests (default
 	// <data-dir>/server/manifests).
 	ManifestsDir string
@@ -100,20 +88,19 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		DataDir:            datadir.Default,
-		BindAddress:        "0.0.0.0",
-		HTTPSPort:          6443,
-		ClusterCIDR:        "10.42.0.0/16",
-		ServiceCIDR:        "10.43.0.0/16",
-		ClusterDNS:         "10.43.0.10",
-		ClusterDomain:      "cluster.local",
-		NetworkBackend:     network.BackendVXLAN,
-		ProxyMode:          network.ProxyNFTables,
-		PodDNSNdots:        2,
-		LBARPRefresh:       speaker.DefaultRefresh,
-		LBFailureDetection: speaker.Fast,
-		CertValidity:       365 * 24 * time.Hour,
-		RenewBefore:        120 * 24 * time.Hour,
+		DataDir:        datadir.Default,
+		BindAddress:    "0.0.0.0",
+		HTTPSPort:      6443,
+		ClusterCIDR:    "10.42.0.0/16",
+		ServiceCIDR:    "10.43.0.0/16",
+		ClusterDNS:     "10.43.0.10",
+		ClusterDomain:  "cluster.local",
+		NetworkBackend: network.BackendVXLAN,
+		ProxyMode:      network.ProxyNFTables,
+		PodDNSNdots:    2,
+		NodeConfig:     agent.DefaultNodeConfig(),
+		CertValidity:   365 * 24 * time.Hour,
+		RenewBefore:    120 * 24 * time.Hour,
 
 		PodSecurityEnforce: "baseline",
 		PodSecurityWarn:    "restricted",
@@ -189,11 +176,8 @@ func (c *Config) Validate() error {
 	if err := network.ValidateModes(c.NetworkBackend, c.ProxyMode); err != nil {
 		return fmt.Errorf("--network-backend/--proxy-mode: %w", err)
 	}
-	if err := speaker.CheckDetection(c.LBFailureDetection); err != nil {
+	if err := c.NodeConfig.Complete(); err != nil {
 		return err
-	}
-	if c.LBARPRefresh < time.Second {
-		return fmt.Errorf("--lb-arp-refresh %s: want 1s or more (default %s); switches age MAC entries out after minutes", c.LBARPRefresh, speaker.DefaultRefresh)
 	}
 	if c.PodDNSNdots < 0 || c.PodDNSNdots > 15 {
 		return fmt.Errorf("--pod-dns-ndots %d: want 0 (keep the kubelet's 5) to 15", c.PodDNSNdots)
@@ -222,11 +206,6 @@ func (c *Config) Validate() error {
 	for flag, v := range map[string]string{"--pod-security-enforce": c.PodSecurityEnforce, "--pod-security-warn": c.PodSecurityWarn} {
 		if v != "privileged" && v != "baseline" && v != "restricted" {
 			return fmt.Errorf("%s %q: want privileged, baseline or restricted", flag, v)
-		}
-	}
-	for _, t := range c.NodeTaints {
-		if _, err := parseTaint(t); err != nil {
-			return err
 		}
 	}
 	if c.DatastoreEndpoint != "" && c.Token == "" {
@@ -302,18 +281,4 @@ func (c *Config) firstServiceIP() net.IP {
 
 func (c *Config) renewBefore() time.Duration {
 	return min(c.RenewBefore, c.CertValidity/3)
-}
-
-// parseTaint checks a key[=value]:Effect taint.
-func parseTaint(s string) (corev1.Taint, error) {
-	kv, effect, ok := strings.Cut(s, ":")
-	key, value, _ := strings.Cut(kv, "=")
-	t := corev1.Taint{Key: key, Value: value, Effect: corev1.TaintEffect(effect)}
-	switch {
-	case !ok || key == "":
-		return t, fmt.Errorf("--node-taint %q: want key[=value]:Effect, e.g. node-role.kubernetes.io/control-plane:NoSchedule", s)
-	case t.Effect != corev1.TaintEffectNoSchedule && t.Effect != corev1.TaintEffectPreferNoSchedule && t.Effect != corev1.TaintEffectNoExecute:
-		return t, fmt.Errorf("--node-taint %q: effect must be NoSchedule, PreferNoSchedule or NoExecute", s)
-	}
-	return t, nil
 }

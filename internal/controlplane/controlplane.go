@@ -15,7 +15,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,8 +26,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/datastore"
@@ -62,15 +59,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	cfg.DataDir = string(d)
-	if cfg.NodeName == "" {
-		host, err := os.Hostname()
-		if err != nil {
-			return nil, fmt.Errorf("node name: %w (give --node-name)", err)
-		}
-		cfg.NodeName = strings.ToLower(host)
-	}
-	if errs := validation.IsDNS1123Subdomain(cfg.NodeName); len(errs) > 0 {
-		return nil, fmt.Errorf("node name %q: %s (give --node-name)", cfg.NodeName, strings.Join(errs, "; "))
+	if err := cfg.NodeConfig.Complete(); err != nil {
+		return nil, err
 	}
 	return &Server{cfg: cfg, log: log, paths: paths{datadir.Dir(cfg.DataDir).Server()}, ready: make(chan struct{})}, nil
 }
@@ -435,66 +425,25 @@ func (s *Server) writeConfigFiles() error {
 		if _, err := rand.Read(key); err != nil {
 			return nil, err
 		}
-		return []byte(fmt.Sprintf(`apiVersion: apiserver.config.k8s.io/v1
-kind: EncryptionConfiguration
-resources:
-- resources: [secrets]
-  providers:
-  - secretbox:
-      keys:
-      - name: key-%d
-        secret: %s
-  - identity: {}
-`, time.Now().Unix(), base64.StdEncoding.EncodeToString(key))), nil
+		return encryptionConfig(key)
 	})
 	if err != nil {
 		return fmt.Errorf("encryption config: %w", err)
 	}
-	files := map[string]string{
-		"authentication.yaml": `apiVersion: apiserver.config.k8s.io/v1
-kind: AuthenticationConfiguration
-anonymous:
-  enabled: true
-  conditions:
-  - path: /livez
-  - path: /readyz
-  - path: /healthz
-  - path: /api/v1/namespaces/kube-public/configmaps/cluster-info
-`,
-		"admission.yaml": fmt.Sprintf(`apiVersion: apiserver.config.k8s.io/v1
-kind: AdmissionConfiguration
-plugins:
-- name: PodSecurity
-  configuration:
-    apiVersion: pod-security.admission.config.k8s.io/v1
-    kind: PodSecurityConfiguration
-    defaults:
-      enforce: %s
-      enforce-version: latest
-      audit: %s
-      audit-version: latest
-      warn: %s
-      warn-version: latest
-    exemptions:
-      namespaces: [kube-system]
-`, s.cfg.PodSecurityEnforce, s.cfg.PodSecurityWarn, s.cfg.PodSecurityWarn),
-		"audit-policy.yaml": `apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: [RequestReceived]
-rules:
-- level: None
-  nonResourceURLs: [/livez*, /readyz*, /healthz*]
-- level: None
-  users: [system:kube-controller-manager, system:kube-scheduler]
-  verbs: [get, list, watch]
-- level: Metadata
-`,
+	files := map[string]func() ([]byte, error){
+		"authentication.yaml": authenticationConfig,
+		"admission.yaml":      func() ([]byte, error) { return admissionConfig(s.cfg.PodSecurityEnforce, s.cfg.PodSecurityWarn) },
+		"audit-policy.yaml":   auditPolicy,
 	}
-	for name, data := range files {
+	for name, gen := range files {
+		data, err := gen()
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
 		if err := os.MkdirAll(filepath.Dir(p.cred(name)), 0o700); err != nil {
 			return err
 		}
-		if err := pkiWrite(p.cred(name), []byte(data)); err != nil {
+		if err := pkiWrite(p.cred(name), data); err != nil {
 			return err
 		}
 	}

@@ -9,7 +9,13 @@ import (
 	"path/filepath"
 
 	"github.com/spf13/pflag"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	componentbaseconfigv1alpha1 "k8s.io/component-base/config/v1alpha1"
+	kubeproxyv1alpha1 "k8s.io/kube-proxy/config/v1alpha1"
 	proxyapp "k8s.io/kubernetes/cmd/kube-proxy/app"
+	proxyscheme "k8s.io/kubernetes/pkg/proxy/apis/config/scheme"
+	"k8s.io/utils/ptr"
 
 	"github.com/cloudless-dev/cloudless/internal/footprint"
 	"github.com/cloudless-dev/cloudless/internal/klogslog"
@@ -23,23 +29,31 @@ const kubeProxyTable = "kube-proxy"
 // addresses on (upstream pkg/proxy/ipvs).
 const kubeIPVSDevice = "kube-ipvs0"
 
-// kubeProxyConfig is the KubeProxyConfiguration for this node.
-func (n *Network) kubeProxyConfig() string {
-	return fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
-kind: KubeProxyConfiguration
-clientConnection:
-  kubeconfig: %s
-hostnameOverride: %s
-mode: %s
-clusterCIDR: %s
-metricsBindAddress: 127.0.0.1:10249
-healthzBindAddress: 0.0.0.0:10256
-# Leave nf_conntrack_max alone: it cannot be set outside the host's
-# network namespace, and cloudless doctor reports a table near full.
-conntrack:
-  maxPerCore: 0
-  min: 0
-`, n.cfg.Kubeconfig, n.cfg.NodeName, n.proxyMode, n.cfg.ClusterCIDR)
+// kubeProxyConfig is the KubeProxyConfiguration for this node:
+// upstream's v1alpha1 type, written by kube-proxy's own (strict) codec.
+func (n *Network) kubeProxyConfig() ([]byte, error) {
+	c := &kubeproxyv1alpha1.KubeProxyConfiguration{
+		TypeMeta:           metav1.TypeMeta{APIVersion: kubeproxyv1alpha1.SchemeGroupVersion.String(), Kind: "KubeProxyConfiguration"},
+		ClientConnection:   componentbaseconfigv1alpha1.ClientConnectionConfiguration{Kubeconfig: n.cfg.Kubeconfig},
+		HostnameOverride:   n.cfg.NodeName,
+		Mode:               kubeproxyv1alpha1.ProxyMode(n.proxyMode),
+		ClusterCIDR:        n.cfg.ClusterCIDR,
+		MetricsBindAddress: "127.0.0.1:10249",
+		HealthzBindAddress: "0.0.0.0:10256",
+		// Leave nf_conntrack_max alone: it cannot be set outside the
+		// host's network namespace, and cloudless doctor reports a table
+		// near full.
+		Conntrack: kubeproxyv1alpha1.KubeProxyConntrackConfiguration{MaxPerCore: ptr.To[int32](0), Min: ptr.To[int32](0)},
+	}
+	info, ok := runtime.SerializerInfoForMediaType(proxyscheme.Codecs.SupportedMediaTypes(), runtime.ContentTypeYAML)
+	if !ok {
+		return nil, fmt.Errorf("kube-proxy config: no YAML serializer")
+	}
+	b, err := runtime.Encode(proxyscheme.Codecs.EncoderForVersion(info.Serializer, kubeproxyv1alpha1.SchemeGroupVersion), c)
+	if err != nil {
+		return nil, fmt.Errorf("encode the kube-proxy config: %w", err)
+	}
+	return b, nil
 }
 
 // runKubeProxy runs kube-proxy until ctx ends.
@@ -56,7 +70,11 @@ func (n *Network) runKubeProxy(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	if err := writeFile(path, []byte(n.kubeProxyConfig()), 0o600); err != nil {
+	cfg, err := n.kubeProxyConfig()
+	if err != nil {
+		return err
+	}
+	if err := writeFile(path, cfg, 0o600); err != nil {
 		return err
 	}
 	opts := proxyapp.NewOptions()

@@ -22,6 +22,7 @@ import (
 	"github.com/cloudless-dev/cloudless/internal/controllers"
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
 	"github.com/cloudless-dev/cloudless/internal/datadir"
+	"github.com/cloudless-dev/cloudless/internal/network"
 	"github.com/cloudless-dev/cloudless/internal/testutil/nodens"
 	"github.com/cloudless-dev/cloudless/internal/token"
 )
@@ -142,8 +143,45 @@ func TestAgentJoin(t *testing.T) {
 	if code := agentProc.stop(t); code != 0 {
 		t.Fatalf("agent SIGTERM exited %d, want 0:\n%s", code, tail(agentProc.stderr.Bytes(), 40))
 	}
+
+	// NetworkPolicy enforcement that cannot start fails closed: with an
+	// nft that refuses the policy table, the node says so (condition) and
+	// is tainted NoSchedule; restarted with the real nft, both go.
+	policyState := func() (cond corev1.ConditionStatus, tainted bool, err error) {
+		n, err := cs.CoreV1().Nodes().Get(ctx, "node-b", metav1.GetOptions{})
+		if err != nil {
+			return "", false, err
+		}
+		for _, c := range n.Status.Conditions {
+			if c.Type == network.PolicyCondition {
+				cond = c.Status
+			}
+		}
+		for _, tt := range n.Spec.Taints {
+			tainted = tainted || tt.Key == network.PolicyTaint && tt.Effect == corev1.TaintEffectNoSchedule
+		}
+		return cond, tainted, nil
+	}
+	broken := brokenNFT(t, dir)
+	faulty := node.Command(cloudlessBin, agentArgs(tok)...)
+	faulty.Env = append(os.Environ(), "CLOUDLESS_CONFIG=", "PATH="+broken+":"+os.Getenv("PATH"))
+	agentProc = startCmd(t, faulty)
+	poll(t, ctx, "node-b reports NetworkPolicy not enforced and is tainted", func() (bool, error) {
+		if agentProc.exited() {
+			t.Fatalf("agent with a broken nft exited:\n%s", tail(agentProc.stderr.Bytes(), 40))
+		}
+		cond, tainted, err := policyState()
+		return cond == corev1.ConditionTrue && tainted, fmt.Errorf("condition %q, tainted %v, %v", cond, tainted, err)
+	})
+	if code := agentProc.stop(t); code != 0 {
+		t.Fatalf("agent SIGTERM exited %d, want 0:\n%s", code, tail(agentProc.stderr.Bytes(), 40))
+	}
 	restarted := time.Now()
 	agentProc = startCmd(t, node.Command(cloudlessBin, agentArgs(tok)...))
+	poll(t, ctx, "node-b enforces NetworkPolicy again and is untainted", func() (bool, error) {
+		cond, tainted, err := policyState()
+		return cond == corev1.ConditionFalse && !tainted, fmt.Errorf("condition %q, tainted %v, %v", cond, tainted, err)
+	})
 	poll(t, ctx, "node-b Ready again after a restart", func() (bool, error) {
 		if agentProc.exited() {
 			t.Fatalf("restarted agent exited:\n%s", tail(agentProc.stderr.Bytes(), 40))
@@ -228,6 +266,29 @@ func TestAgentJoin(t *testing.T) {
 		}
 		return nodeIsReady(n) && n.Labels[agent.NodeIDLabel] != firstID, nil
 	})
+}
+
+// brokenNFT makes a directory holding an nft that refuses anything
+// naming the NetworkPolicy table and runs the real one for the rest.
+func brokenNFT(t *testing.T, dir string) string {
+	t.Helper()
+	real, err := exec.LookPath("nft")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "broken-nft")
+	script := fmt.Sprintf(`#!/bin/sh
+for a in "$@"; do case "$a" in *%[1]s*) echo "Error: refused by the test" >&2; exit 1;; esac; done
+case " $* " in *" -f - "*|*" -f -") in=$(cat); case "$in" in *%[1]s*) echo "Error: refused by the test" >&2; exit 1;; esac; printf '%%s\n' "$in" | exec %[2]s "$@";; esac
+exec %[2]s "$@"
+`, network.PolicyTable, real)
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bin, "nft"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return bin
 }
 
 func nodeIsReady(n *corev1.Node) bool {
