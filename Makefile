@@ -2,11 +2,16 @@
 GO ?= go
 BIN := bin/cloudless
 
-.PHONY: build test bench conformance clean
+.PHONY: build dist test bench conformance clean
 
 # cloudless and the helpers its node agent runs (runc, pause, CNI plugins).
 build:
 	GO=$(GO) build/build.sh bin
+
+# The release archive: dist/cloudless-<version>-linux-<arch>.tar.zst,
+# built with -trimpath and -s -w (sizes: bench/binary/run.sh).
+dist:
+	GO=$(GO) build/dist.sh
 
 # Conformance specs that guard what Cloudless does itself (hostPort,
 # cluster DNS, Services, env from ConfigMaps and Secrets), run on every
@@ -26,10 +31,11 @@ bench: build
 	bench/network/run.sh
 	bench/lb/run.sh
 	bench/lint/run.sh
+	bench/binary/run.sh
 
 # The whole conformance suite, parallel and serial passes (about an hour).
 conformance:
 	test/conformance/run.sh
 
 clean:
-	rm -rf bin
+	rm -rf bin dist

@@ -18,7 +18,10 @@ import (
 	"github.com/cloudless-dev/cloudless/internal/clusterinfo"
 	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/token"
+	"github.com/cloudless-dev/cloudless/internal/volumes"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"log/slog"
+	"slices"
 )
 
 // ClusterInfo is what a joining machine learns from a server.
@@ -103,4 +106,30 @@ func WriteJoinFiles(dataDir, server string, info ClusterInfo, j token.Join) (caF
 		return "", "", fmt.Errorf("bootstrap kubeconfig: %w", err)
 	}
 	return caFile, bootstrap, writeFile(bootstrap, b, 0o600)
+}
+
+// Join joins this machine to the cluster at server: it checks the server
+// against the token's CA (Discover), writes the CA and the bootstrap
+// kubeconfig, and returns the agent configured from cfg (node settings,
+// data dir) and what cluster-info says (DNS, network, disabled parts).
+// Run then bootstraps the kubelet's credentials.
+func Join(ctx context.Context, server, tok string, cfg Config, log *slog.Logger) (*Agent, error) {
+	j, err := token.Parse(tok)
+	if err != nil {
+		return nil, fmt.Errorf("--token: %w", err)
+	}
+	log.Info("checking the server against the token's CA", "server", server)
+	info, err := Discover(ctx, server, j)
+	if err != nil {
+		return nil, err
+	}
+	caFile, bootstrap, err := WriteJoinFiles(cfg.DataDir, server, info, j)
+	if err != nil {
+		return nil, err
+	}
+	cfg.CAFile, cfg.BootstrapKubeconfig, cfg.Kubeconfig = caFile, bootstrap, KubeletKubeconfig(cfg.DataDir)
+	cfg.ClusterDNS, cfg.ClusterDomain = info.ClusterDNS, info.ClusterDomain
+	cfg.ClusterCIDR, cfg.ServiceCIDR, cfg.NetworkBackend, cfg.ProxyMode = info.ClusterCIDR, info.ServiceCIDR, info.NetworkBackend, info.ProxyMode
+	cfg.NoLocalVolumes = slices.Contains(info.Disabled, volumes.DisableName)
+	return New(cfg, log)
 }

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 
@@ -12,8 +11,6 @@ import (
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
 	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/klogslog"
-	"github.com/cloudless-dev/cloudless/internal/token"
-	"slices"
 )
 
 func newAgentCmd(logger func() (*slog.Logger, error)) *cobra.Command {
@@ -43,10 +40,6 @@ Flags may also come from CLOUDLESS_<FLAG> or the --config file. Must run as root
 			if server == "" || tok == "" {
 				return errors.New("--server and --token are required: get a token with `cloudless token create` on a server")
 			}
-			j, err := token.Parse(tok)
-			if err != nil {
-				return fmt.Errorf("--token: %w", err)
-			}
 			if err := node.Complete(); err != nil {
 				return err
 			}
@@ -62,22 +55,7 @@ Flags may also come from CLOUDLESS_<FLAG> or the --config file. Must run as root
 				return err
 			}
 			klogslog.Install(log.Handler())
-			log.Info("checking the server against the token's CA", "server", server)
-			info, err := agent.Discover(cmd.Context(), server, j)
-			if err != nil {
-				return err
-			}
-			caFile, bootstrap, err := agent.WriteJoinFiles(dataDir, server, info, j)
-			if err != nil {
-				return err
-			}
-			a, err := agent.New(agent.Config{
-				NodeConfig: node, DataDir: dataDir, CAFile: caFile,
-				Kubeconfig: agent.KubeletKubeconfig(dataDir), BootstrapKubeconfig: bootstrap,
-				ClusterDNS: info.ClusterDNS, ClusterDomain: info.ClusterDomain,
-				ClusterCIDR: info.ClusterCIDR, ServiceCIDR: info.ServiceCIDR, NetworkBackend: info.NetworkBackend, ProxyMode: info.ProxyMode,
-				NoLocalVolumes: slices.Contains(info.Disabled, controlplane.ComponentLocalStorage),
-			}, log.With("subsystem", "agent"))
+			a, err := agent.Join(cmd.Context(), server, tok, agent.Config{NodeConfig: node, DataDir: dataDir}, log.With("subsystem", "agent"))
 			if err != nil {
 				return err
 			}

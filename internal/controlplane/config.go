@@ -17,6 +17,7 @@ import (
 	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/datastore"
 	"github.com/cloudless-dev/cloudless/internal/network"
+	"github.com/cloudless-dev/cloudless/internal/volumes"
 )
 
 // Config configures the control plane.
@@ -115,7 +116,7 @@ const (
 	ComponentMetrics = "metrics"
 	// ComponentLocalStorage is the local-path StorageClass and what lets
 	// nodes provision it (internal/volumes).
-	ComponentLocalStorage = "local-storage"
+	ComponentLocalStorage = volumes.DisableName
 )
 
 // Components describes what --disable accepts.

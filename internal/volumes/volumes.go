@@ -55,6 +55,10 @@ const (
 	DefaultRoot = "default"
 )
 
+// DisableName is the name `cloudless server --disable` takes for local
+// volumes (and cluster-info lists for joining agents).
+const DisableName = "local-storage"
+
 // RootHelp is the --volume-root flag's help.
 const RootHelp = "directory holding this node's local volumes, DIR or NAME=DIR for an extra root that a StorageClass picks with parameter " + RootParameter + ": NAME (repeatable; default: <data-dir>/agent/volumes; sizes are enforced on btrfs with quotas on, and ext4/XFS mounted with prjquota)"
 

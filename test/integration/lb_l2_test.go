@@ -22,6 +22,7 @@ import (
 	"github.com/cloudless-dev/cloudless/internal/lb"
 	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
 	"github.com/cloudless-dev/cloudless/internal/testutil/nodens"
+	"k8s.io/utils/ptr"
 )
 
 // lan is an Ethernet segment: a bridge in a namespace of its own, a
@@ -227,6 +228,34 @@ spec:
 	}
 	if err := unexclude(); err != nil {
 		t.Fatal(err)
+	}
+
+	// externalTrafficPolicy Local: only a node with a ready endpoint may
+	// announce, whatever the hash prefers, and the address follows the
+	// endpoint when it moves.
+	var la string
+	for i := 250; i > 240 && la == ""; i-- {
+		if cand := fmt.Sprintf("192.168.77.%d", i); lb.Announcer(netip.MustParseAddr(cand), []string{"node-a", "node-b"}) == "node-a" {
+			la = cand
+		}
+	}
+	c.runPods(t, ctx, "default", appPod("l2local-b", "node-b", map[string]string{"app": "l2local"}))
+	local := service("l2local", corev1.ServiceTypeLoadBalancer, map[string]string{"app": "l2local"})
+	local.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+	local.Annotations = map[string]string{lb.AnnotationPrefix + lb.LoadBalancerIPs: la}
+	if _, err := c.cs.CoreV1().Services("default").Create(ctx, local, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitAllocated(t, ctx, c.cs, "l2local", metav1.ConditionTrue, lb.ReasonAllocated)
+	if got := check(la, "l2local", []string{"node-b"}); got != "node-b" {
+		t.Errorf("Local with its endpoint on node-b: %s announces %s (the hash prefers node-a)", got, la)
+	}
+	c.runPods(t, ctx, "default", appPod("l2local-a", "node-a", map[string]string{"app": "l2local"}))
+	if err := c.cs.CoreV1().Pods("default").Delete(ctx, "l2local-b", metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := check(la, "l2local", []string{"node-a"}); got != "node-a" {
+		t.Errorf("Local with its endpoint moved to node-a: %s announces %s", got, la)
 	}
 
 	// Failover: an address node-b announces; SIGKILL node-b's agent and
