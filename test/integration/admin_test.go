@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/testutil/nodens"
 	"github.com/cloudless-dev/cloudless/internal/token"
 )
@@ -100,7 +101,7 @@ func TestServerAdmin(t *testing.T) {
 		if err != nil {
 			t.Fatalf("token create printed %q: %v", out, err)
 		}
-		ca, _ := os.ReadFile(filepath.Join(data, "server", "tls", "ca.crt"))
+		ca, _ := os.ReadFile(datadir.Of(data).CA())
 		if h, _ := token.CAHash(ca); h != j.CAHash {
 			t.Fatalf("token pins CA %s, cluster CA is %s", j.CAHash, h)
 		}
@@ -201,7 +202,7 @@ func TestServerRejectsBadInput(t *testing.T) {
 	nodens.New(t, "bad", 249) // a network of this machine: 10.250.249.0/24
 	newer := filepath.Join(dir, "newer")
 	os.MkdirAll(newer, 0o700)
-	os.WriteFile(filepath.Join(newer, "layout-version"), []byte("99\n"), 0o600)
+	os.WriteFile(datadir.Of(newer).LayoutFile(), []byte("99\n"), 0o600)
 	tests := []struct {
 		name string
 		args []string
@@ -246,7 +247,7 @@ func TestServerRejectsBadInput(t *testing.T) {
 			if strings.Contains(errOut, "control plane is ready") {
 				t.Errorf("the server said it was ready before refusing its input:\n%s", errOut)
 			}
-			if _, err := os.Stat(filepath.Join(data, "server", "tls")); err == nil {
+			if _, err := os.Stat(datadir.Of(data).ServerTLS()); err == nil {
 				t.Error("certificates were made before the input was checked")
 			}
 		})

@@ -122,7 +122,7 @@ func TestAgentJoin(t *testing.T) {
 	// comes back Ready with the bootstrap kubeconfig still gone.
 	assertNoToken := func(when string) {
 		t.Helper()
-		bootstrapKC := filepath.Join(nodeData, "agent", "pki", "bootstrap.kubeconfig")
+		bootstrapKC := filepath.Join(datadir.Of(nodeData).AgentPKI(), "bootstrap.kubeconfig")
 		if _, err := os.Stat(bootstrapKC); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("%s: %s: %v, want it removed", when, bootstrapKC, err)
 		}

@@ -113,7 +113,7 @@ func TestReset(t *testing.T) {
 	t.Run("a dir with only layout-version", func(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "data")
 		os.MkdirAll(dir, 0o700)
-		os.WriteFile(filepath.Join(dir, "layout-version"), []byte("1\n"), 0o600)
+		os.WriteFile(datadir.Of(dir).LayoutFile(), []byte("1\n"), 0o600)
 		out, err := resetIn(other, "/", dir)
 		if err != nil || !strings.Contains(out, "refuses to guess") {
 			t.Errorf("reset of a dir with only layout-version: %v\n%s", err, out)

@@ -31,6 +31,7 @@ import (
 
 	"github.com/cloudless-dev/cloudless/internal/controllers"
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
+	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/lb"
 )
 
@@ -46,7 +47,7 @@ func startServerArgs(t *testing.T, dir string, port int, extra ...string) (*proc
 	t.Helper()
 	args := append([]string{"server", "--data-dir", dir, "--bind-address", "127.0.0.1", "--https-listen-port", fmt.Sprint(port)}, extra...)
 	p := start(t, args...)
-	kc := filepath.Join(dir, "server", "cred", "admin.kubeconfig")
+	kc := datadir.Of(dir).AdminKubeconfig()
 	deadline := time.Now().Add(4 * time.Minute)
 	for {
 		if p.exited() {
@@ -183,11 +184,11 @@ func servedSerial(t *testing.T, port int) *big.Int {
 // by the cluster CA from the data dir.
 func userConfig(t *testing.T, cfg *rest.Config, dir, user string) *rest.Config {
 	t.Helper()
-	caPEM, err := os.ReadFile(filepath.Join(dir, "server", "tls", "ca.crt"))
+	caPEM, err := os.ReadFile(datadir.Of(dir).CA())
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyPEM, err := os.ReadFile(filepath.Join(dir, "server", "tls", "ca.key"))
+	keyPEM, err := os.ReadFile(filepath.Join(datadir.Of(dir).ServerTLS(), "ca.key"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,8 +288,8 @@ func TestTwoServersHA(t *testing.T) {
 	portB := freePort(t)
 	_, b, cfgB := startServer(t, dirs[1], portB, append([]string{"--node-name", "ha-b"}, common...)...)
 
-	caA, _ := os.ReadFile(filepath.Join(dirs[0], "server", "tls", "ca.crt"))
-	caB, _ := os.ReadFile(filepath.Join(dirs[1], "server", "tls", "ca.crt"))
+	caA, _ := os.ReadFile(datadir.Of(dirs[0]).CA())
+	caB, _ := os.ReadFile(datadir.Of(dirs[1]).CA())
 	if string(caA) != string(caB) || len(caA) == 0 {
 		t.Fatal("the two servers have different cluster CAs")
 	}
@@ -377,7 +378,7 @@ func TestTwoServersHA(t *testing.T) {
 		return err == nil && svc.Spec.ClusterIP != "", nil
 	})
 	// A's admin credentials work on B: one CA.
-	cfgA, err := restConfig(filepath.Join(dirs[0], "server", "cred", "admin.kubeconfig"))
+	cfgA, err := restConfig(datadir.Of(dirs[0]).AdminKubeconfig())
 	if err != nil {
 		t.Fatal(err)
 	}
