@@ -19,6 +19,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/cloudless-dev/cloudless/internal/klogslog"
+	"k8s.io/kubernetes/pkg/cluster/ports"
 )
 
 // kubeletConfig is the KubeletConfiguration, with the lessons built in:
@@ -34,10 +35,10 @@ func (a *Agent) kubeletConfig(memBytes uint64) ([]byte, error) {
 	c := &kubeletv1beta1.KubeletConfiguration{
 		TypeMeta:           metav1.TypeMeta{APIVersion: kubeletv1beta1.SchemeGroupVersion.String(), Kind: "KubeletConfiguration"},
 		Address:            a.cfg.NodeIP,
-		Port:               10250,
+		Port:               ports.KubeletPort,
 		ReadOnlyPort:       0,
 		HealthzBindAddress: "127.0.0.1",
-		HealthzPort:        ptr.To[int32](10248),
+		HealthzPort:        ptr.To[int32](ports.KubeletHealthzPort),
 		Authentication: kubeletv1beta1.KubeletAuthentication{
 			Anonymous: kubeletv1beta1.KubeletAnonymousAuthentication{Enabled: ptr.To(false)},
 			Webhook:   kubeletv1beta1.KubeletWebhookAuthentication{Enabled: ptr.To(true)},

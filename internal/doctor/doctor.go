@@ -21,11 +21,15 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cloudless-dev/cloudless/internal/controlplane"
 	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/datastore"
 	"github.com/cloudless-dev/cloudless/internal/datastore/engine/pebble"
 	"github.com/cloudless-dev/cloudless/internal/lint"
 	"github.com/cloudless-dev/cloudless/internal/metrics"
+	"github.com/cloudless-dev/cloudless/internal/network"
+	"k8s.io/kubernetes/pkg/cluster/ports"
+	schedulerconfig "k8s.io/kubernetes/pkg/scheduler/apis/config"
 )
 
 // Facts are what the host checks measured, reported as they are.
@@ -200,13 +204,13 @@ type port struct {
 // serverPorts are what a server and its node listen on, with the flag or
 // setting that moves each.
 var serverPorts = []port{
-	{6443, false, false, "kube-apiserver (--https-listen-port)"},
-	{10250, false, true, "the kubelet"},
-	{10256, false, true, "kube-proxy's health check"},
-	{10257, false, false, "kube-controller-manager"},
-	{10259, false, false, "kube-scheduler"},
+	{controlplane.DefaultConfig().HTTPSPort, false, false, "kube-apiserver (--https-listen-port)"},
+	{ports.KubeletPort, false, true, "the kubelet"},
+	{ports.ProxyHealthzPort, false, true, "kube-proxy's health check"},
+	{ports.KubeControllerManagerPort, false, false, "kube-controller-manager"},
+	{schedulerconfig.DefaultKubeSchedulerPort, false, false, "kube-scheduler"},
 	{metrics.Port, false, false, "the metrics API (kubectl top, HPA)"},
-	{8472, true, true, "VXLAN between nodes (--network-backend host-gw avoids it)"},
+	{network.VXLANPort, true, true, "VXLAN between nodes (--network-backend host-gw avoids it)"},
 }
 
 // portChecks reports ports a server or agent on this data dir would need

@@ -8,6 +8,7 @@ import (
 	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"io"
 	"io/fs"
+	"k8s.io/kubernetes/pkg/cluster/ports"
 	"net/http"
 	"os"
 	"os/exec"
@@ -102,8 +103,8 @@ func Snapshot(ctx context.Context, dataDir string, w io.Writer, progress func(st
 	}
 	hc := &http.Client{Timeout: 5 * time.Second}
 	for name, url := range map[string]string{
-		"kube-proxy-metrics.txt": "http://127.0.0.1:10249/metrics",
-		"kube-proxy-healthz.txt": "http://127.0.0.1:10256/healthz",
+		"kube-proxy-metrics.txt": "http://" + KubeProxyMetricsAddr + "/metrics",
+		"kube-proxy-healthz.txt": fmt.Sprintf("http://127.0.0.1:%d/healthz", ports.ProxyHealthzPort),
 		"cluster-dns-ready.txt":  "http://" + dnsReadyAddr + "/ready",
 	} {
 		var b []byte

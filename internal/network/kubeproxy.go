@@ -19,6 +19,7 @@ import (
 
 	"github.com/cloudless-dev/cloudless/internal/footprint"
 	"github.com/cloudless-dev/cloudless/internal/klogslog"
+	"k8s.io/kubernetes/pkg/cluster/ports"
 )
 
 // kubeProxyTable is the nftables table kube-proxy's nftables mode keeps,
@@ -29,6 +30,10 @@ const kubeProxyTable = "kube-proxy"
 // addresses on (upstream pkg/proxy/ipvs).
 const kubeIPVSDevice = "kube-ipvs0"
 
+// KubeProxyMetricsAddr is where kube-proxy serves its metrics (loopback
+// only); its health check listens on every address at upstream's port.
+var KubeProxyMetricsAddr = fmt.Sprintf("127.0.0.1:%d", ports.ProxyStatusPort)
+
 // kubeProxyConfig is the KubeProxyConfiguration for this node:
 // upstream's v1alpha1 type, written by kube-proxy's own (strict) codec.
 func (n *Network) kubeProxyConfig() ([]byte, error) {
@@ -38,8 +43,8 @@ func (n *Network) kubeProxyConfig() ([]byte, error) {
 		HostnameOverride:   n.cfg.NodeName,
 		Mode:               kubeproxyv1alpha1.ProxyMode(n.proxyMode),
 		ClusterCIDR:        n.cfg.ClusterCIDR,
-		MetricsBindAddress: "127.0.0.1:10249",
-		HealthzBindAddress: "0.0.0.0:10256",
+		MetricsBindAddress: KubeProxyMetricsAddr,
+		HealthzBindAddress: fmt.Sprintf("0.0.0.0:%d", ports.ProxyHealthzPort),
 		// Leave nf_conntrack_max alone: it cannot be set outside the
 		// host's network namespace, and cloudless doctor reports a table
 		// near full.
