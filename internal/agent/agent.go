@@ -245,7 +245,7 @@ func (a *Agent) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFile(filepath.Join(a.paths.root, "kubelet.yaml"), kc, 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(a.paths.root, "kubelet.yaml"), kc, 0o600); err != nil {
 		return err
 	}
 	errc := make(chan error, 3)
@@ -333,7 +333,7 @@ func (a *Agent) writeCNIConfig(node *corev1.Node, mtu int) error {
 	if err != nil {
 		return err
 	}
-	return writeFile(a.paths.cniConfFile(), conf, 0o600)
+	return atomicfile.Write(a.paths.cniConfFile(), conf, 0o600)
 }
 
 // cgroupDriver is systemd where systemd runs and cgroup v2 is the only
@@ -387,11 +387,6 @@ func memTotal() (uint64, error) {
 		}
 	}
 	return 0, errors.New("agent: no MemTotal in /proc/meminfo")
-}
-
-// writeFile writes atomically.
-func writeFile(path string, data []byte, perm os.FileMode) error {
-	return atomicfile.Write(path, data, perm)
 }
 
 // runSpeaker announces the LoadBalancer addresses this node is chosen

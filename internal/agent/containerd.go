@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cloudless-dev/cloudless/internal/atomicfile"
 	containerd "github.com/containerd/containerd/v2/client"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
@@ -99,7 +100,7 @@ func (a *Agent) startContainerd(ctx context.Context) (<-chan error, error) {
 		return nil, err
 	}
 	cfgPath := filepath.Join(a.paths.root, "containerd.toml")
-	if err := writeFile(cfgPath, []byte(a.containerdConfig()), 0o600); err != nil {
+	if err := atomicfile.Write(cfgPath, []byte(a.containerdConfig()), 0o600); err != nil {
 		return nil, err
 	}
 	for _, d := range []string{a.paths.containerdRoot(), a.paths.containerdState(), a.paths.cniConfDir(), filepath.Join(a.paths.root, "logs")} {

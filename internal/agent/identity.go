@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/cloudless-dev/cloudless/internal/atomicfile"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -39,7 +40,7 @@ func (a *Agent) nodeID() (string, error) {
 			return "", err
 		}
 		secret = []byte(hex.EncodeToString(b))
-		if err := writeFile(path, secret, 0o600); err != nil {
+		if err := atomicfile.Write(path, secret, 0o600); err != nil {
 			return "", err
 		}
 	} else if err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/cloudless-dev/cloudless/internal/atomicfile"
 	"github.com/cloudless-dev/cloudless/internal/clusterinfo"
 	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/token"
@@ -93,7 +94,7 @@ func WriteJoinFiles(dataDir, server string, info ClusterInfo, j token.Join) (caF
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", "", err
 	}
-	if err := writeFile(caFile, info.CAPEM, 0o644); err != nil {
+	if err := atomicfile.Write(caFile, info.CAPEM, 0o644); err != nil {
 		return "", "", err
 	}
 	kc := clientcmdapi.NewConfig()
@@ -105,7 +106,7 @@ func WriteJoinFiles(dataDir, server string, info ClusterInfo, j token.Join) (caF
 	if err != nil {
 		return "", "", fmt.Errorf("bootstrap kubeconfig: %w", err)
 	}
-	return caFile, bootstrap, writeFile(bootstrap, b, 0o600)
+	return caFile, bootstrap, atomicfile.Write(bootstrap, b, 0o600)
 }
 
 // Join joins this machine to the cluster at server: it checks the server

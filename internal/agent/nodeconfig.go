@@ -66,8 +66,7 @@ func (n *NodeConfig) AddFlags(f *pflag.FlagSet, ipFlag string) {
 	f.StringVar(&n.LBFailureDetection, "lb-failure-detection", n.LBFailureDetection, speaker.DetectionHelp)
 }
 
-// Complete defaults the node's name from the hostname and checks every
-// field, naming the flag to fix.
+// Complete defaults the node's name from the hostname, then validates.
 func (n *NodeConfig) Complete() error {
 	if n.NodeName == "" {
 		host, err := os.Hostname()
@@ -76,7 +75,13 @@ func (n *NodeConfig) Complete() error {
 		}
 		n.NodeName = strings.ToLower(host)
 	}
-	if errs := validation.IsDNS1123Subdomain(n.NodeName); len(errs) > 0 {
+	return n.Validate()
+}
+
+// Validate checks every field, naming the flag to fix; it changes
+// nothing (an empty name is Complete's to default).
+func (n *NodeConfig) Validate() error {
+	if errs := validation.IsDNS1123Subdomain(n.NodeName); n.NodeName != "" && len(errs) > 0 {
 		return fmt.Errorf("node name %q: %s (give --node-name)", n.NodeName, strings.Join(errs, "; "))
 	}
 	if n.NodeIP != "" {

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/cloudless-dev/cloudless/internal/atomicfile"
 	"sigs.k8s.io/yaml"
 )
 
@@ -111,7 +112,7 @@ func writeRegistryHosts(dir string, r *Registries) error {
 		return err
 	}
 	for reg, toml := range r.hostsFiles() {
-		if err := writeFile(filepath.Join(dir, reg, "hosts.toml"), []byte(toml), 0o644); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, reg, "hosts.toml"), []byte(toml), 0o644); err != nil {
 			return err
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"github.com/cloudless-dev/cloudless/internal/atomicfile"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -38,10 +39,10 @@ func writeResolvConf(path, source string, log *slog.Logger) error {
 		for _, s := range servers {
 			fmt.Fprintf(&out, "nameserver %s\n", s)
 		}
-		return writeFile(path, out.Bytes(), 0o644)
+		return atomicfile.Write(path, out.Bytes(), 0o644)
 	}
 	log.Warn("no upstream DNS resolver found (only loopback stubs or none); pods will resolve cluster names only", "read", strings.Join(sources, ", "))
-	return writeFile(path, []byte("# Written by cloudless: the host has no non-loopback resolver.\n"), 0o644)
+	return atomicfile.Write(path, []byte("# Written by cloudless: the host has no non-loopback resolver.\n"), 0o644)
 }
 
 // upstreamNameservers returns the nameserver lines of a resolv.conf that

@@ -14,7 +14,6 @@ import (
 
 	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/lb"
-	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
 )
 
 // lbService is one row of `cloudless lb status`.
@@ -65,24 +64,24 @@ Run on a server; it uses <data-dir>/server/cred/admin.kubeconfig.`,
 			}
 			newest := map[string]corev1.Event{}               // Service -> newest L2 event
 			bgpNewest := map[string]map[string]corev1.Event{} // Service -> node -> newest BGP event
-			for _, reason := range []string{speaker.ReasonL2, speaker.ReasonBGP, speaker.ReasonBGPWithdrawn} {
+			for _, reason := range []string{lb.ReasonAnnouncingL2, lb.ReasonAnnouncingBGP, lb.ReasonWithdrawnBGP} {
 				evs, err := cs.CoreV1().Events("").List(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("reason", reason).String()})
 				if err != nil {
 					return fmt.Errorf("list events: %w", err)
 				}
 				for _, e := range evs.Items {
-					if e.Source.Component != speaker.Component {
+					if e.Source.Component != lb.SpeakerComponent {
 						continue
 					}
 					k := e.InvolvedObject.Namespace + "/" + e.InvolvedObject.Name
 					m := newest
-					if reason != speaker.ReasonL2 {
+					if reason != lb.ReasonAnnouncingL2 {
 						if bgpNewest[k] == nil {
 							bgpNewest[k] = map[string]corev1.Event{}
 						}
 						m, k = bgpNewest[k], e.Source.Host
 					}
-					if cur, ok := m[k]; !ok || eventTime(e).After(eventTime(cur).Time) {
+					if cur, ok := m[k]; !ok || lb.EventTime(&e).After(lb.EventTime(&cur)) {
 						m[k] = e
 					}
 				}
@@ -105,7 +104,7 @@ Run on a server; it uses <data-dir>/server/cred/admin.kubeconfig.`,
 					r.Announcer, r.Announced = e.Source.Host, e.Message
 				}
 				for node, e := range bgpNewest[r.Service] {
-					if e.Reason == speaker.ReasonBGP && len(r.Addresses) > 0 {
+					if e.Reason == lb.ReasonAnnouncingBGP && len(r.Addresses) > 0 {
 						r.BGPNodes = append(r.BGPNodes, node)
 					}
 				}
@@ -143,13 +142,6 @@ Run on a server; it uses <data-dir>/server/cred/admin.kubeconfig.`,
 	status.Flags().StringVarP(&output, "output", "o", "table", "table or json")
 	cmd.AddCommand(status)
 	return cmd
-}
-
-func eventTime(e corev1.Event) metav1.Time {
-	if !e.LastTimestamp.IsZero() {
-		return e.LastTimestamp
-	}
-	return metav1.NewTime(e.EventTime.Time)
 }
 
 func dash(s string) string {

@@ -177,7 +177,7 @@ func (c *Config) Validate() error {
 	if err := network.ValidateModes(c.NetworkBackend, c.ProxyMode); err != nil {
 		return fmt.Errorf("--network-backend/--proxy-mode: %w", err)
 	}
-	if err := c.NodeConfig.Complete(); err != nil {
+	if err := c.NodeConfig.Validate(); err != nil {
 		return err
 	}
 	if c.PodDNSNdots < 0 || c.PodDNSNdots > 15 {

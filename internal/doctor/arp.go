@@ -67,19 +67,11 @@ func localAnnouncer(ctx context.Context, cs kubernetes.Interface, nodes []corev1
 	if err != nil {
 		return
 	}
-	when := func(e *corev1.Event) time.Time {
-		for _, t := range []time.Time{e.LastTimestamp.Time, e.EventTime.Time} {
-			if !t.IsZero() {
-				return t
-			}
-		}
-		return e.CreationTimestamp.Time
-	}
 	newest := map[string]*corev1.Event{}
 	for i := range evs.Items {
 		e := &evs.Items[i]
 		k := "Service " + e.InvolvedObject.Namespace + "/" + e.InvolvedObject.Name
-		if e.Source.Component == lb.SpeakerComponent && (newest[k] == nil || when(e).After(when(newest[k]))) {
+		if e.Source.Component == lb.SpeakerComponent && (newest[k] == nil || lb.EventTime(e).After(lb.EventTime(newest[k]))) {
 			newest[k] = e
 		}
 	}

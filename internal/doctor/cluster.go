@@ -46,11 +46,15 @@ func clusterChecks(ctx context.Context, cfg Config, r *reporter) error {
 	if strings.Contains(string(body), "[-]etcd") {
 		r.add("CL-DS-002", lint.Error, "datastore", "kube-apiserver reports its datastore unhealthy: writes fail", "check `cloudless server`'s log for datastore errors, and the disk (CL-HOST-005)")
 	}
+	all := metav1.ListOptions{ResourceVersion: "0"}
+	nodes, err := cs.CoreV1().Nodes().List(ctx, all)
+	if err != nil {
+		return fmt.Errorf("list nodes: %w", err)
+	}
 	var objs []*lint.Object
 	add := func(kind string, o metav1.Object, obj runtime.Object) {
 		objs = append(objs, &lint.Object{Obj: obj, Kind: kind, Namespace: o.GetNamespace(), Name: o.GetName(), Annotations: o.GetAnnotations()})
 	}
-	all := metav1.ListOptions{ResourceVersion: "0"}
 	deps, err := cs.AppsV1().Deployments("").List(ctx, all)
 	if err != nil {
 		return fmt.Errorf("list Deployments: %w", err)
@@ -92,15 +96,13 @@ func clusterChecks(ctx context.Context, cfg Config, r *reporter) error {
 		}
 	}
 	if len(arpTargets) > 0 {
-		if nodes, err := cs.CoreV1().Nodes().List(ctx, all); err == nil {
-			localAnnouncer(ctx, cs, nodes.Items, arpTargets)
-		}
+		localAnnouncer(ctx, cs, nodes.Items, arpTargets)
 		arpChecks(ctx, arpTargets, r)
 	}
 	if dyn, err := dynamic.NewForConfig(rc); err == nil {
 		if l, err := dyn.Resource(lbPools).Namespace(lb.Namespace).List(ctx, all); err == nil {
 			gws, _ := network.Gateways()
-			poolChecks(l.Items, gws, lbReserved(ctx, cs), r)
+			poolChecks(l.Items, gws, lbReserved(ctx, cs, nodes.Items), r)
 		}
 	}
 	if l, err := cs.NetworkingV1().NetworkPolicies("").List(ctx, all); err == nil {
@@ -139,10 +141,6 @@ func clusterChecks(ctx context.Context, cfg Config, r *reporter) error {
 		}
 	}
 	r.findings = append(r.findings, lint.Run(objs)...)
-	nodes, err := cs.CoreV1().Nodes().List(ctx, all)
-	if err != nil {
-		return fmt.Errorf("list nodes: %w", err)
-	}
 	surgeChecks(deps.Items, pods.Items, nodes.Items, r)
 	policyChecks(nodes.Items, r)
 	return nil
@@ -152,21 +150,18 @@ var lbPools = lb.GVR("IPAddressPool")
 
 // lbReserved are the ranges the allocator keeps pools out of: the
 // cluster and Service CIDRs (from cluster-info) and the nodes' addresses.
-func lbReserved(ctx context.Context, cs kubernetes.Interface) []lb.Reserved {
+func lbReserved(ctx context.Context, cs kubernetes.Interface, nodes []corev1.Node) []lb.Reserved {
 	var out []lb.Reserved
 	if cm, err := cs.CoreV1().ConfigMaps(clusterinfo.Namespace).Get(ctx, clusterinfo.Name, metav1.GetOptions{}); err == nil {
 		if info, err := clusterinfo.Parse(cm.Data); err == nil {
 			out = lb.ReservedCIDRs(info.ClusterCIDR, info.ServiceCIDR)
 		}
 	}
-	if l, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err == nil {
-		var nodes []*corev1.Node
-		for i := range l.Items {
-			nodes = append(nodes, &l.Items[i])
-		}
-		out = append(out, lb.ReservedNodes(nodes)...)
+	ptrs := make([]*corev1.Node, len(nodes))
+	for i := range nodes {
+		ptrs[i] = &nodes[i]
 	}
-	return out
+	return append(out, lb.ReservedNodes(ptrs)...)
 }
 
 // poolChecks reports IPAddressPools that the allocator refuses, by its

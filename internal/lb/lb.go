@@ -10,6 +10,12 @@
 // internal/controllers/loadbalancer.go; the server installs the CRDs.
 package lb
 
+import (
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
 // Group is MetalLB's API group.
 const Group = "metallb.io"
 
@@ -65,3 +71,14 @@ const (
 	// ReasonWithdrawnBGP: the node stopped advertising the Service.
 	ReasonWithdrawnBGP = "WithdrawnBGP"
 )
+
+// EventTime is when an event last happened: its last timestamp (legacy
+// recorders), else its event time, else when it was created.
+func EventTime(e *corev1.Event) time.Time {
+	for _, t := range []time.Time{e.LastTimestamp.Time, e.EventTime.Time} {
+		if !t.IsZero() {
+			return t
+		}
+	}
+	return e.CreationTimestamp.Time
+}

@@ -17,6 +17,7 @@ import (
 	proxyscheme "k8s.io/kubernetes/pkg/proxy/apis/config/scheme"
 	"k8s.io/utils/ptr"
 
+	"github.com/cloudless-dev/cloudless/internal/atomicfile"
 	"github.com/cloudless-dev/cloudless/internal/footprint"
 	"github.com/cloudless-dev/cloudless/internal/klogslog"
 	"k8s.io/kubernetes/pkg/cluster/ports"
@@ -79,7 +80,7 @@ func (n *Network) runKubeProxy(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFile(path, cfg, 0o600); err != nil {
+	if err := atomicfile.Write(path, cfg, 0o600); err != nil {
 		return err
 	}
 	opts := proxyapp.NewOptions()

@@ -26,7 +26,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/cloudless-dev/cloudless/internal/atomicfile"
 	"github.com/cloudless-dev/cloudless/internal/footprint"
 )
 
@@ -246,9 +245,4 @@ func (n *Network) sysctls() error {
 		}
 	}
 	return nil
-}
-
-// writeFile writes atomically.
-func writeFile(path string, data []byte, perm os.FileMode) error {
-	return atomicfile.Write(path, data, perm)
 }

@@ -16,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/cloudless-dev/cloudless/internal/lb"
-	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
 )
 
 // bgpRouter is BIRD in a namespace of its own: one leg on the LAN
@@ -195,8 +194,8 @@ spec:
 		t.Errorf("the route to %s lacks the advertisement's community 64512:100:\n%s", ip, all)
 	}
 	reach(ip)
-	waitEventFrom(t, ctx, c, "web-bgp", speaker.ReasonBGP, "node-a")
-	waitEventFrom(t, ctx, c, "web-bgp", speaker.ReasonBGP, "node-b")
+	waitEventFrom(t, ctx, c, "web-bgp", lb.ReasonAnnouncingBGP, "node-a")
+	waitEventFrom(t, ctx, c, "web-bgp", lb.ReasonAnnouncingBGP, "node-b")
 	var rows []struct {
 		Service  string
 		BGPNodes []string

@@ -20,7 +20,6 @@ import (
 
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
 	"github.com/cloudless-dev/cloudless/internal/lb"
-	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
 	"github.com/cloudless-dev/cloudless/internal/testutil/nodens"
 	"k8s.io/utils/ptr"
 )
@@ -139,7 +138,7 @@ spec:
 			out, err := exec.Command("ip", "netns", "exec", l.client, appBinary(t), "get", "http://"+ip+"/").CombinedOutput()
 			return err == nil && string(out) == "pong", fmt.Errorf("%v: %s", err, out)
 		})
-		waitEventFrom(t, ctx, c, svcName, speaker.ReasonL2, want)
+		waitEventFrom(t, ctx, c, svcName, lb.ReasonAnnouncingL2, want)
 		return want
 	}
 	first := check(ip, "web-lb", []string{"node-a", "node-b"})
@@ -342,7 +341,7 @@ func waitEventFrom(t *testing.T, ctx context.Context, c *netCluster, name, reaso
 			return false, err
 		}
 		for _, e := range evs.Items {
-			if e.Reason == reason && e.Source.Component == speaker.Component && strings.HasPrefix(e.Message, node+" ") {
+			if e.Reason == reason && e.Source.Component == lb.SpeakerComponent && strings.HasPrefix(e.Message, node+" ") {
 				return true, nil
 			}
 		}

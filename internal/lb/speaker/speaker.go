@@ -26,7 +26,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
@@ -48,11 +47,6 @@ import (
 // gratuitous ARP, so that switches whose MAC tables age out keep
 // forwarding to this node.
 const DefaultRefresh = 30 * time.Second
-
-// Component signs the speakers' events (lb.SpeakerComponent).
-const Component = lb.SpeakerComponent
-
-func gvr(kind string) schema.GroupVersionResource { return lb.GVR(kind) }
 
 // MemberlistSecret (in kube-system, key MemberlistKey) holds the key
 // that encrypts the speakers' gossip; the server creates it and lets
@@ -105,11 +99,11 @@ func (s *Speaker) Run(ctx context.Context, rc *rest.Config) error {
 	svcs := f.Core().V1().Services()
 	nodes := f.Core().V1().Nodes()
 	slicesInf := f.Discovery().V1().EndpointSlices()
-	ads := df.ForResource(gvr("L2Advertisement"))
-	pools := df.ForResource(gvr("IPAddressPool"))
-	bgpPeers := df.ForResource(gvr("BGPPeer"))
-	bgpAds := df.ForResource(gvr("BGPAdvertisement"))
-	communities := df.ForResource(gvr("Community"))
+	ads := df.ForResource(lb.GVR("L2Advertisement"))
+	pools := df.ForResource(lb.GVR("IPAddressPool"))
+	bgpPeers := df.ForResource(lb.GVR("BGPPeer"))
+	bgpAds := df.ForResource(lb.GVR("BGPAdvertisement"))
+	communities := df.ForResource(lb.GVR("Community"))
 	// BGP passwords, from Secrets in metallb-system only.
 	sf := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(lb.Namespace))
 	secrets := sf.Core().V1().Secrets()
@@ -130,7 +124,7 @@ func (s *Speaker) Run(ctx context.Context, rc *rest.Config) error {
 	b := record.NewBroadcaster()
 	defer b.Shutdown()
 	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
-	events := b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: Component, Host: s.Node})
+	events := b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: lb.SpeakerComponent, Host: s.Node})
 	f.Start(ctx.Done())
 	df.Start(ctx.Done())
 	sf.Start(ctx.Done())
@@ -204,10 +198,10 @@ func (s *Speaker) Run(ctx context.Context, rc *rest.Config) error {
 			for _, ip := range svc.ips {
 				parts = append(parts, ip.String()+" on "+orNone(on[ip]))
 			}
-			say(key, ReasonL2, svc.obj, fmt.Sprintf("%s announces %s by ARP", s.Node, strings.Join(parts, ", ")))
+			say(key, lb.ReasonAnnouncingL2, svc.obj, fmt.Sprintf("%s announces %s by ARP", s.Node, strings.Join(parts, ", ")))
 		}
 		for key, a := range plan.bySvc {
-			say(key, ReasonBGP, a.obj, fmt.Sprintf("%s advertises %s to BGP peers %s", s.Node, strings.Join(a.prefixes, ", "), strings.Join(a.peers, ", ")))
+			say(key, lb.ReasonAnnouncingBGP, a.obj, fmt.Sprintf("%s advertises %s to BGP peers %s", s.Node, strings.Join(a.prefixes, ", "), strings.Join(a.peers, ", ")))
 		}
 		for key := range was {
 			if now[key] {
@@ -215,8 +209,8 @@ func (s *Speaker) Run(ctx context.Context, rc *rest.Config) error {
 			}
 			// BGP is advertised by several nodes at once; saying when one
 			// stops lets lb status list the current ones.
-			if strings.HasSuffix(key, "/"+ReasonBGP) {
-				events.Eventf(wasObj[key], corev1.EventTypeNormal, ReasonBGPWithdrawn, "%s withdrew its BGP routes", s.Node)
+			if strings.HasSuffix(key, "/"+lb.ReasonAnnouncingBGP) {
+				events.Eventf(wasObj[key], corev1.EventTypeNormal, lb.ReasonWithdrawnBGP, "%s withdrew its BGP routes", s.Node)
 			}
 			delete(was, key)
 			delete(wasObj, key)
@@ -237,13 +231,6 @@ func orNone(ifaces []string) string {
 	}
 	return strings.Join(ifaces, ", ")
 }
-
-// The events that say which node announces a Service (names in lb).
-const (
-	ReasonL2           = lb.ReasonAnnouncingL2
-	ReasonBGP          = lb.ReasonAnnouncingBGP
-	ReasonBGPWithdrawn = lb.ReasonWithdrawnBGP
-)
 
 // ReasonInvalid is the Warning event's reason on a BGPPeer or
 // BGPAdvertisement this node cannot use.
