@@ -2,6 +2,11 @@
 GO ?= go
 BIN := bin/cloudless
 
+# The build configuration cloudless ships with (static, build tags): the
+# tests compile with it too.
+include build/go.env
+export CGO_ENABLED GOFLAGS
+
 .PHONY: build dist test bench conformance clean
 
 # cloudless and the helpers its node agent runs (runc, pause, CNI plugins).

@@ -18,64 +18,6 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// containerdConfig is containerd 2.x's config (version 3) for the CRI
-// plugin the kubelet talks to.
-func (a *Agent) containerdConfig() string {
-	restrict := ""
-	if !hasCapSysResource() {
-		// Without CAP_SYS_RESOURCE the kernel refuses the negative
-		// oom_score_adj containerd gives the pause container.
-		restrict = "  restrict_oom_score_adj = true\n"
-	}
-	return fmt.Sprintf(`version = 3
-root = %q
-state = %q
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.blockfile", "io.containerd.snapshotter.v1.erofs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
-
-[grpc]
-  address = %q
-
-[ttrpc]
-  address = %q
-
-[plugins."io.containerd.cri.v1.images"]
-  snapshotter = "overlayfs"
-  [plugins."io.containerd.cri.v1.images".pinned_images]
-    sandbox = %q
-  [plugins."io.containerd.cri.v1.images".registry]
-    config_path = %q
-
-[plugins."io.containerd.cri.v1.runtime"]
-  enable_selinux = false
-  netns_mounts_under_state_dir = true
-%s  [plugins."io.containerd.cri.v1.runtime".containerd]
-    default_runtime_name = "runc"
-    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
-        BinaryName = %q
-        Root = %q
-        SystemdCgroup = %v
-  [plugins."io.containerd.cri.v1.runtime".cni]
-    bin_dirs = [%q]
-    conf_dir = %q
-
-[plugins."io.containerd.grpc.v1.cri"]
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-
-[plugins."io.containerd.nri.v1.nri"]
-  socket_path = %q
-  plugin_path = %q
-  plugin_config_path = %q
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = %q
-`, a.paths.containerdRoot(), a.paths.containerdState(), a.paths.containerdSocket(), a.paths.containerdSocket()+".ttrpc",
-		PauseImage, a.paths.registryHosts(), restrict, a.helper("runc"), filepath.Join(a.paths.run, "runc"), a.cgroupDriver == "systemd", a.helper("cni"), a.paths.cniConfDir(),
-		a.paths.nriSocket(), filepath.Join(a.paths.nriDir(), "plugins"), filepath.Join(a.paths.nriDir(), "conf.d"), filepath.Join(a.paths.root, "opt"))
-}
-
 // hasCapSysResource reports whether this process may lower oom_score_adj.
 func hasCapSysResource() bool {
 	var hdr = unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
@@ -100,7 +42,11 @@ func (a *Agent) startContainerd(ctx context.Context) (<-chan error, error) {
 		return nil, err
 	}
 	cfgPath := filepath.Join(a.paths.root, "containerd.toml")
-	if err := atomicfile.Write(cfgPath, []byte(a.containerdConfig()), 0o600); err != nil {
+	cfg, err := a.containerdConfig().marshal()
+	if err != nil {
+		return nil, fmt.Errorf("encode containerd's config: %w", err)
+	}
+	if err := atomicfile.Write(cfgPath, cfg, 0o600); err != nil {
 		return nil, err
 	}
 	for _, d := range []string{a.paths.containerdRoot(), a.paths.containerdState(), a.paths.cniConfDir(), filepath.Join(a.paths.root, "logs")} {

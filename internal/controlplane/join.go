@@ -9,15 +9,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensions "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	aggregator "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
 
+	"github.com/cloudless-dev/cloudless/internal/apply"
 	"github.com/cloudless-dev/cloudless/internal/clusterinfo"
 	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/lb"
@@ -26,6 +25,9 @@ import (
 	"github.com/cloudless-dev/cloudless/internal/metrics"
 	"github.com/cloudless-dev/cloudless/internal/token"
 	"github.com/cloudless-dev/cloudless/internal/volumes"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"time"
 )
 
 // What other machines need to join, kept in the cluster:
@@ -39,47 +41,56 @@ import (
 //     (internal/controllers, csr.go).
 
 // ensureLBObjects installs the metallb.io CRDs and their namespace, so
-// that MetalLB's manifests apply unchanged.
-func (s *Server) ensureLBObjects(ctx context.Context, rc *rest.Config, cs kubernetes.Interface) error {
+// that MetalLB's manifests apply unchanged, and waits until the API
+// serves the CRDs.
+func (s *Server) ensureLBObjects(ctx context.Context, rc *rest.Config, ap *apply.Client) error {
 	ext, err := apiextensions.NewForConfig(rc)
 	if err != nil {
 		return err
 	}
-	if err := lb.EnsureCRDs(ctx, ext); err != nil {
-		return err
+	objs := []runtime.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: lb.Namespace}}}
+	for _, crd := range lb.CRDs() {
+		objs = append(objs, crd)
 	}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: lb.Namespace}}
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create namespace %s: %w", lb.Namespace, err)
-	}
-	// The speakers' gossip key, created once, readable by nodes (that one
-	// Secret only).
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return err
-	}
-	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: speaker.MemberlistSecret, Namespace: metav1.NamespaceSystem}, Data: map[string][]byte{speaker.MemberlistKey: key}}
-	if _, err := cs.CoreV1().Secrets(metav1.NamespaceSystem).Create(ctx, secret, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create Secret %s: %w", speaker.MemberlistSecret, err)
-	}
-	// Nodes read that one Secret in kube-system, and the BGP peers'
-	// password Secrets in metallb-system (MetalLB's speaker reads the
-	// same).
-	roles := []*rbacv1.Role{
+	// Nodes read the speakers' gossip key in kube-system, and the BGP
+	// peers' password Secrets in metallb-system (MetalLB's speaker reads
+	// the same).
+	for _, role := range []*rbacv1.Role{
 		{ObjectMeta: metav1.ObjectMeta{Name: "cloudless:lb-memberlist", Namespace: metav1.NamespaceSystem},
 			Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{speaker.MemberlistSecret}, Verbs: []string{"get"}}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "cloudless:lb-bgp-passwords", Namespace: lb.Namespace},
 			Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "list", "watch"}}}},
-	}
-	for _, role := range roles {
-		if _, err := cs.RbacV1().Roles(role.Namespace).Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("create Role %s/%s: %w", role.Namespace, role.Name, err)
-		}
-		rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: role.Name, Namespace: role.Namespace},
+	} {
+		objs = append(objs, role, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: role.Name, Namespace: role.Namespace},
 			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
-			Subjects: []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: "system:nodes"}}}
-		if _, err := cs.RbacV1().RoleBindings(rb.Namespace).Create(ctx, rb, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("create RoleBinding %s/%s: %w", rb.Namespace, rb.Name, err)
+			Subjects: []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: "system:nodes"}}})
+	}
+	if err := ap.Apply(ctx, objs...); err != nil {
+		return err
+	}
+	// The speakers' gossip key: made once, kept across restarts.
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return err
+	}
+	if err := ap.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: speaker.MemberlistSecret, Namespace: metav1.NamespaceSystem},
+		Data: map[string][]byte{speaker.MemberlistKey: key}}); err != nil {
+		return err
+	}
+	for _, crd := range lb.CRDs() {
+		if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+			got, err := ext.ApiextensionsV1().CustomResourceDefinitions().Get(ctx, crd.Name, metav1.GetOptions{})
+			if err != nil {
+				return false, nil
+			}
+			for _, c := range got.Status.Conditions {
+				if c.Type == apiextensionsv1.Established && c.Status == apiextensionsv1.ConditionTrue {
+					return true, nil
+				}
+			}
+			return false, nil
+		}); err != nil {
+			return fmt.Errorf("CRD %s not established: %w", crd.Name, err)
 		}
 	}
 	return nil
@@ -102,27 +113,27 @@ func (s *Server) runJoinSupport(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.ensureJoinObjects(ctx, cs); err != nil {
+	ap, err := apply.New(rc)
+	if err != nil {
+		return err
+	}
+	if err := s.ensureJoinObjects(ctx, ap); err != nil {
 		return err
 	}
 	dyn, err := dynamic.NewForConfig(rc)
 	if err != nil {
 		return err
 	}
-	if err := s.ensureLBObjects(ctx, rc, cs); err != nil {
+	if err := s.ensureLBObjects(ctx, rc, ap); err != nil {
 		return err
 	}
 	if !s.cfg.Disabled(ComponentLocalStorage) {
-		if err := volumes.EnsureObjects(ctx, cs); err != nil {
+		if err := volumes.EnsureObjects(ctx, cs, ap); err != nil {
 			return err
 		}
 	}
 	if !s.cfg.Disabled(ComponentMetrics) {
-		agg, err := aggregator.NewForConfig(rc)
-		if err != nil {
-			return err
-		}
-		if err := metrics.EnsureObjects(ctx, cs, agg, s.certs.ca.PEM); err != nil {
+		if err := metrics.EnsureObjects(ctx, ap, s.certs.ca.PEM); err != nil {
 			return err
 		}
 	}
@@ -139,7 +150,7 @@ func (s *Server) runJoinSupport(ctx context.Context) error {
 	return nil
 }
 
-func (s *Server) ensureJoinObjects(ctx context.Context, cs kubernetes.Interface) error {
+func (s *Server) ensureJoinObjects(ctx context.Context, ap *apply.Client) error {
 	server := fmt.Sprintf("https://%s", net.JoinHostPort(s.cfg.AdvertiseAddress, fmt.Sprint(s.cfg.HTTPSPort)))
 	info, err := clusterinfo.Info{Server: server, CAPEM: s.certs.ca.PEM, ClusterDNS: s.cfg.ClusterDNS, ClusterDomain: s.cfg.ClusterDomain,
 		ClusterCIDR: s.cfg.ClusterCIDR, ServiceCIDR: s.cfg.ServiceCIDR, NetworkBackend: s.cfg.NetworkBackend, ProxyMode: s.cfg.ProxyMode,
@@ -179,29 +190,5 @@ func (s *Server) ensureJoinObjects(ctx context.Context, cs kubernetes.Interface)
 			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: binding[0]},
 			Subjects: []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: binding[1]}}})
 	}
-	for _, o := range objs {
-		var err error
-		switch o := o.(type) {
-		case *corev1.ConfigMap:
-			_, err = cs.CoreV1().ConfigMaps(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
-			if apierrors.IsAlreadyExists(err) {
-				_, err = cs.CoreV1().ConfigMaps(o.Namespace).Update(ctx, o, metav1.UpdateOptions{})
-			}
-		case *rbacv1.Role:
-			_, err = cs.RbacV1().Roles(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
-		case *rbacv1.RoleBinding:
-			_, err = cs.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
-		case *rbacv1.ClusterRole:
-			_, err = cs.RbacV1().ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
-			if apierrors.IsAlreadyExists(err) {
-				_, err = cs.RbacV1().ClusterRoles().Update(ctx, o, metav1.UpdateOptions{})
-			}
-		case *rbacv1.ClusterRoleBinding:
-			_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
-		}
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("create %T: %w", o, err)
-		}
-	}
-	return nil
+	return ap.Apply(ctx, objs...)
 }

@@ -1,22 +1,17 @@
 package lb
 
 // The metallb.io CRDs, built from the types in api.go: a schema per
-// type by reflection, typed apiextensions objects, created or updated by
-// the server at start (EnsureCRDs).
+// type by reflection, typed apiextensions objects, applied by the server
+// at start (internal/controlplane, join.go, through internal/apply).
 
 import (
-	"context"
 	"fmt"
 	"reflect"
 	"strings"
-	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
-	apiextensions "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 )
 
@@ -182,38 +177,4 @@ func schemaOf(t reflect.Type) apiextensionsv1.JSONSchemaProps {
 		return s
 	}
 	panic(fmt.Sprintf("lb: no schema for %v", t))
-}
-
-// EnsureCRDs creates the CRDs, or updates them to this version's, and
-// waits until the API serves them.
-func EnsureCRDs(ctx context.Context, c apiextensions.Interface) error {
-	crds := c.ApiextensionsV1().CustomResourceDefinitions()
-	for _, want := range CRDs() {
-		got, err := crds.Get(ctx, want.Name, metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-			_, err = crds.Create(ctx, want, metav1.CreateOptions{})
-		case err == nil:
-			want.ResourceVersion = got.ResourceVersion
-			_, err = crds.Update(ctx, want, metav1.UpdateOptions{})
-		}
-		if err != nil {
-			return fmt.Errorf("install CRD %s: %w", want.Name, err)
-		}
-		if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-			got, err := crds.Get(ctx, want.Name, metav1.GetOptions{})
-			if err != nil {
-				return false, nil
-			}
-			for _, c := range got.Status.Conditions {
-				if c.Type == apiextensionsv1.Established && c.Status == apiextensionsv1.ConditionTrue {
-					return true, nil
-				}
-			}
-			return false, nil
-		}); err != nil {
-			return fmt.Errorf("CRD %s not established: %w", want.Name, err)
-		}
-	}
-	return nil
 }

@@ -170,3 +170,28 @@ func TestSkippedKindsAreNotUnparseable(t *testing.T) {
 		t.Errorf("parse(Widget) = %d objects, %+v, want 1 object and nothing unparseable", len(objs), notes)
 	}
 }
+
+func TestDefaultNamespaces(t *testing.T) {
+	objs, notes, err := Load([]string{"testdata/scope.yaml"}, nil)
+	if err != nil || len(notes) > 0 {
+		t.Fatalf("load: %v %v", err, notes)
+	}
+	want := map[string]string{
+		"widgets.example.com": "", "cluster-widget": "", "unknown-kind": "default",
+		"cm": "default", "cm-in-ns": "team", "csi.example.com": "", "fs": "", "ic": "", "team": "",
+	}
+	for _, o := range objs {
+		w, ok := want[o.Name]
+		if !ok {
+			t.Errorf("unexpected object %s", o.Name)
+			continue
+		}
+		if o.Namespace != w {
+			t.Errorf("%s %s: namespace %q, want %q", o.Kind, o.Name, o.Namespace, w)
+		}
+		delete(want, o.Name)
+	}
+	if len(want) > 0 {
+		t.Errorf("not loaded: %v", want)
+	}
+}

@@ -109,6 +109,7 @@ func Load(paths []string, stdin io.Reader) ([]*Object, []Note, error) {
 			return nil, nil, err
 		}
 	}
+	defaultNamespaces(objs)
 	return objs, notes, nil
 }
 
@@ -116,7 +117,11 @@ var yamlLine = regexp.MustCompile(`line (\d+)`)
 
 // Parse reads one file's documents as Load does: objects, and notes for
 // what does not parse (file and line).
-func Parse(file string, data []byte) ([]*Object, []Note) { return parse(file, data) }
+func Parse(file string, data []byte) ([]*Object, []Note) {
+	objs, notes := parse(file, data)
+	defaultNamespaces(objs)
+	return objs, notes
+}
 
 // parse splits a multi-document YAML stream and decodes each document.
 func parse(file string, data []byte) ([]*Object, []Note) {
@@ -176,19 +181,7 @@ func decode(file string, line int, js []byte) ([]*Object, []Note) {
 	if typed, _, err := scheme.Codecs.UniversalDeserializer().Decode(js, nil, nil); err == nil {
 		o.Obj = typed
 	}
-	if o.Namespace == "" && namespaced(o.Kind) {
-		o.Namespace = "default"
-	}
 	return []*Object{o}, nil
-}
-
-func namespaced(kind string) bool {
-	switch kind {
-	case "Namespace", "Node", "PersistentVolume", "ClusterRole", "ClusterRoleBinding", "StorageClass",
-		"CustomResourceDefinition", "PriorityClass", "IngressClass", "PodSecurityPolicy", "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration":
-		return false
-	}
-	return true
 }
 
 type doc struct {

@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/cloudless-dev/cloudless/internal/apply"
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	storagev1 "k8s.io/api/storage/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
@@ -45,8 +45,9 @@ func Class(isDefault bool) *storagev1.StorageClass {
 // EnsureObjects installs what local volumes need cluster-side. The
 // StorageClass is created once and never overwritten, so an operator's
 // edits (or its deletion of the default mark) stay; it is the default
-// only if no other class is.
-func EnsureObjects(ctx context.Context, cs kubernetes.Interface) error {
+// only if no other class is. The node role, its binding and the
+// admission policy confining it are applied (internal/apply).
+func EnsureObjects(ctx context.Context, cs kubernetes.Interface, ap *apply.Client) error {
 	classes, err := cs.StorageV1().StorageClasses().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return fmt.Errorf("list StorageClasses: %w", err)
@@ -57,8 +58,8 @@ func EnsureObjects(ctx context.Context, cs kubernetes.Interface) error {
 			isDefault = false
 		}
 	}
-	if _, err := cs.StorageV1().StorageClasses().Create(ctx, Class(isDefault), metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create StorageClass %s: %w", ClassName, err)
+	if err := ap.Create(ctx, Class(isDefault)); err != nil {
+		return err
 	}
 	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: nodeRole}, Rules: []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"persistentvolumes"}, Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"}},
@@ -66,37 +67,11 @@ func EnsureObjects(ctx context.Context, cs kubernetes.Interface) error {
 		{APIGroups: []string{""}, Resources: []string{"persistentvolumeclaims/status"}, Verbs: []string{"update", "patch"}},
 		{APIGroups: []string{"storage.k8s.io"}, Resources: []string{"storageclasses"}, Verbs: []string{"get", "list", "watch"}},
 	}}
-	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
-		_, err = cs.RbacV1().ClusterRoles().Update(ctx, role, metav1.UpdateOptions{})
-		if err != nil {
-			return fmt.Errorf("update ClusterRole %s: %w", nodeRole, err)
-		}
-	} else if err != nil {
-		return fmt.Errorf("create ClusterRole %s: %w", nodeRole, err)
-	}
 	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: nodeRole},
 		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: nodeRole},
 		Subjects: []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: "system:nodes"}}}
-	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create ClusterRoleBinding %s: %w", nodeRole, err)
-	}
 	policy, policyBinding := nodePolicy()
-	if _, err := cs.AdmissionregistrationV1().ValidatingAdmissionPolicies().Create(ctx, policy, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
-		cur, err := cs.AdmissionregistrationV1().ValidatingAdmissionPolicies().Get(ctx, policyName, metav1.GetOptions{})
-		if err != nil {
-			return fmt.Errorf("read ValidatingAdmissionPolicy %s: %w", policyName, err)
-		}
-		policy.ResourceVersion = cur.ResourceVersion
-		if _, err := cs.AdmissionregistrationV1().ValidatingAdmissionPolicies().Update(ctx, policy, metav1.UpdateOptions{}); err != nil {
-			return fmt.Errorf("update ValidatingAdmissionPolicy %s: %w", policyName, err)
-		}
-	} else if err != nil {
-		return fmt.Errorf("create ValidatingAdmissionPolicy %s: %w", policyName, err)
-	}
-	if _, err := cs.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Create(ctx, policyBinding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create ValidatingAdmissionPolicyBinding %s: %w", policyName, err)
-	}
-	return nil
+	return ap.Apply(ctx, role, binding, policy, policyBinding)
 }
 
 // nodePolicy confines what a node (system:node:NAME) may write with

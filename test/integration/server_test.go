@@ -132,6 +132,8 @@ func TestServer(t *testing.T) {
 	if _, err := kubernetes.NewForConfigOrDie(anon).CoreV1().Namespaces().List(ctx, metav1.ListOptions{}); !apierrors.IsUnauthorized(err) && !apierrors.IsForbidden(err) {
 		t.Errorf("anonymous list of namespaces: err = %v, want Unauthorized", err)
 	}
+	checkLintScopes(t, cs)
+	editOwned(t, ctx, cs)
 
 	// The serving certificate is renewed while running and served without
 	// a restart.
@@ -149,6 +151,7 @@ func TestServer(t *testing.T) {
 	if _, err := cs.AppsV1().Deployments("demo").Get(ctx, "web", metav1.GetOptions{}); err != nil {
 		t.Fatalf("Deployment after restart: %v", err)
 	}
+	checkOwned(t, ctx, cs)
 }
 
 func poll(t *testing.T, ctx context.Context, what string, cond func() (bool, error)) {
