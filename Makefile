@@ -35,6 +35,7 @@ bench: build
 	bench/agent/run.sh
 	bench/network/run.sh
 	bench/lb/run.sh
+	bench/dns/run.sh
 	bench/lint/run.sh
 	bench/binary/run.sh
 

@@ -34,7 +34,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})), nil
 	}
-	root.AddCommand(newDatastoreCmd(logger), newServerCmd(logger), newAgentCmd(logger), newKubectlCmd(), newCertsCmd(), newTokenCmd(), newSecretsEncryptCmd(), newResetCmd(), newImagesCmd(), newContainerdCmd(), newVersionCmd(), newDebugCmd(), newLintCmd(), newDoctorCmd(), newLBCmd(), newManifestsCmd())
+	root.AddCommand(newDatastoreCmd(logger), newServerCmd(logger), newAgentCmd(logger), newKubectlCmd(), newCertsCmd(), newTokenCmd(), newSecretsEncryptCmd(), newResetCmd(), newImagesCmd(), newContainerdCmd(), newVersionCmd(), newDebugCmd(), newLintCmd(), newDoctorCmd(), newLBCmd(), newManifestsCmd(), newDNSCmd())
 	hideUpstreamGlobalFlags()
 	if err := root.ExecuteContext(ctx); err != nil {
 		var code exitCode

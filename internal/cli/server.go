@@ -9,6 +9,7 @@ import (
 
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
 	"github.com/cloudless-dev/cloudless/internal/datadir"
+	authdns "github.com/cloudless-dev/cloudless/internal/dns"
 	"github.com/cloudless-dev/cloudless/internal/klogslog"
 )
 
@@ -86,6 +87,9 @@ Image archives dropped in <data-dir>/agent/images/ are imported.`,
 	f.StringVar(&cfg.PodSecurityWarn, "pod-security-warn", cfg.PodSecurityWarn, "Pod Security level that only warns and audits: privileged, baseline or restricted")
 	f.BoolVar(&cfg.DisableAgent, "disable-agent", cfg.DisableAgent, "do not run a node agent (kubelet, containerd) on this server")
 	cfg.NodeConfig.AddFlags(f, "")
+	f.StringVar(&cfg.DNSListen, "dns-listen", cfg.DNSListen, "serve the authoritative DNS for the cluster's public names here, UDP and TCP, e.g. :53 (zones: kube-system ConfigMaps labelled "+authdns.ZoneLabel+"; records: LoadBalancer Services annotated external-dns.kubernetes.io/hostname; see `cloudless dns --help`); empty runs none")
+	f.StringSliceVar(&cfg.DNSTransferAllow, "dns-transfer-allow", nil, "addresses or CIDRs of secondaries that may transfer zones (AXFR over TCP); none by default")
+	f.StringSliceVar(&cfg.DNSNotify, "dns-notify", nil, "secondaries (host or host:port) sent NOTIFY whenever a zone gets a new serial; give them --dns-transfer-allow too")
 	f.StringVar(&cfg.ManifestsDir, "manifests-dir", "", "directory of manifest files this server keeps stored and applied, subdirectories included (default: <data-dir>/server/manifests; see `cloudless manifests --help`)")
 	f.StringArrayVar(&cfg.Disable, "disable", nil, "built-in component not to run or install (repeatable): "+disableHelp())
 	f.StringArrayVar(&cfg.APIServerArgs, "kube-apiserver-arg", nil, "extra kube-apiserver flag, e.g. --kube-apiserver-arg=--v=2 (repeatable, applied last)")

@@ -16,6 +16,7 @@ import (
 	"github.com/cloudless-dev/cloudless/internal/agent"
 	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/datastore"
+	authdns "github.com/cloudless-dev/cloudless/internal/dns"
 	"github.com/cloudless-dev/cloudless/internal/network"
 	"github.com/cloudless-dev/cloudless/internal/volumes"
 )
@@ -73,6 +74,14 @@ type Config struct {
 	// AdvertiseAddress).
 	DisableAgent bool
 	agent.NodeConfig
+	// DNSListen is where the authoritative DNS for the cluster's public
+	// names listens, UDP and TCP (internal/dns); "" runs none.
+	// DNSTransferAllow are the addresses and CIDRs that may transfer
+	// zones (AXFR); none by default.
+	DNSListen        string
+	DNSTransferAllow []string
+	// DNSNotify are the secondaries told by NOTIFY of every new serial.
+	DNSNotify []string
 	// ManifestsDir is mirrored into the stored manifests (default
 	// <data-dir>/server/manifests).
 	ManifestsDir string
@@ -179,6 +188,26 @@ func (c *Config) Validate() error {
 	}
 	if err := c.NodeConfig.Validate(); err != nil {
 		return err
+	}
+	if c.DNSListen != "" {
+		if _, port, err := net.SplitHostPort(c.DNSListen); err != nil || port == "" {
+			return fmt.Errorf("--dns-listen %q: want host:port, e.g. :53 or 192.0.2.1:53", c.DNSListen)
+		}
+	}
+	if _, err := authdns.ParsePrefixes(strings.Join(c.DNSTransferAllow, ",")); err != nil {
+		return fmt.Errorf("--dns-transfer-allow: %w: give addresses or CIDRs of your secondaries", err)
+	}
+	for _, n := range c.DNSNotify {
+		host := n
+		if h, _, err := net.SplitHostPort(n); err == nil {
+			host = h
+		}
+		if _, err := netip.ParseAddr(host); err != nil {
+			return fmt.Errorf("--dns-notify %q: want a secondary's IP address, optionally with :port", n)
+		}
+	}
+	if c.DNSListen == "" && (len(c.DNSNotify) > 0 || len(c.DNSTransferAllow) > 0) {
+		return errors.New("--dns-notify and --dns-transfer-allow need --dns-listen: the authoritative DNS is off without it")
 	}
 	if c.PodDNSNdots < 0 || c.PodDNSNdots > 15 {
 		return fmt.Errorf("--pod-dns-ndots %d: want 0 (keep the kubelet's 5) to 15", c.PodDNSNdots)

@@ -16,6 +16,15 @@ func TestValidate(t *testing.T) {
 	}{
 		{name: "defaults", change: func(*Config) {}},
 		{name: "disable metrics and local storage", change: func(c *Config) { c.Disable = []string{ComponentMetrics, ComponentLocalStorage} }},
+		{name: "authoritative DNS", change: func(c *Config) {
+			c.DNSListen, c.DNSTransferAllow, c.DNSNotify = ":53", []string{"192.0.2.0/24", "198.51.100.7"}, []string{"192.0.2.2", "192.0.2.3:5353"}
+		}},
+		{name: "DNS listen without a port", change: func(c *Config) { c.DNSListen = "192.0.2.1" }, want: `--dns-listen "192.0.2.1": want host:port`},
+		{name: "DNS transfer to a name", change: func(c *Config) { c.DNSListen, c.DNSTransferAllow = ":53", []string{"ns2.example.com"} },
+			want: `--dns-transfer-allow: "ns2.example.com" is not an address or CIDR`},
+		{name: "DNS notify a name", change: func(c *Config) { c.DNSListen, c.DNSNotify = ":53", []string{"ns2.example.com"} },
+			want: `--dns-notify "ns2.example.com": want a secondary's IP address`},
+		{name: "DNS notify without DNS", change: func(c *Config) { c.DNSNotify = []string{"192.0.2.2"} }, want: "need --dns-listen"},
 		{name: "disable what does not exist", change: func(c *Config) { c.Disable = []string{"traefik"} },
 			want: `--disable "traefik": no such component; known: local-storage, metrics`},
 		{name: "IPv6 cluster CIDR", change: func(c *Config) { c.ClusterCIDR = "fd00::/64" },

@@ -12,6 +12,7 @@ import (
 	componentbaseconfig "k8s.io/component-base/config"
 
 	"github.com/cloudless-dev/cloudless/internal/controllers"
+	authdns "github.com/cloudless-dev/cloudless/internal/dns"
 	"github.com/cloudless-dev/cloudless/internal/lb"
 )
 
@@ -44,6 +45,16 @@ func (s *Server) controllerGroups() []controllers.Group {
 		Options: controllers.ManifestsOnly,
 		New:     []func(controllers.Env) (controllers.Controller, error){controllers.NewManifests},
 	}}
+	if s.dns != nil {
+		groups = append(groups, controllers.Group{
+			Name: "dns-serve",
+			New:  []func(controllers.Env) (controllers.Controller, error){controllers.NewDNSServe(s.dns)},
+		}, controllers.Group{
+			Name:  "dns-serials",
+			Lease: authdns.Lease,
+			New:   []func(controllers.Env) (controllers.Controller, error){controllers.NewDNSSerials},
+		})
+	}
 	if !s.cfg.DisableAgent {
 		groups = append(groups, controllers.Group{
 			Name:    "this-node",
@@ -83,6 +94,9 @@ func (s *Server) runControllers(ctx context.Context, cs kubernetes.Interface, dy
 			}
 		}
 		wg.Go(func() { restart.run(ctx, "controllers "+g.Name, run) })
+	}
+	if s.dns != nil {
+		wg.Go(func() { restart.run(ctx, "authoritative DNS", s.dns.Run) })
 	}
 	wg.Wait()
 }

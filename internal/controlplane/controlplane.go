@@ -29,6 +29,7 @@ import (
 
 	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/datastore"
+	authdns "github.com/cloudless-dev/cloudless/internal/dns"
 	"github.com/cloudless-dev/cloudless/internal/metrics"
 	"github.com/cloudless-dev/cloudless/internal/network"
 )
@@ -40,6 +41,8 @@ type Server struct {
 	paths paths
 	certs certs
 	ready chan struct{}
+	// dns is the authoritative DNS server, nil without --dns-listen.
+	dns *authdns.Server
 }
 
 // New returns a Server; it starts nothing.
@@ -62,7 +65,13 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if err := cfg.NodeConfig.Complete(); err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, log: log, paths: paths{datadir.Dir(cfg.DataDir).Server()}, ready: make(chan struct{})}, nil
+	s := &Server{cfg: cfg, log: log, paths: paths{datadir.Dir(cfg.DataDir).Server()}, ready: make(chan struct{})}
+	if cfg.DNSListen != "" {
+		allow, _ := authdns.ParsePrefixes(strings.Join(cfg.DNSTransferAllow, ",")) // Validate checked them
+		s.dns = authdns.NewServer(authdns.Config{Listen: cfg.DNSListen, TransferAllow: allow, Notify: cfg.DNSNotify,
+			RateLimit: authdns.DefaultRateLimit, RateBurst: authdns.DefaultRateBurst}, log.With("subsystem", "dns"))
+	}
+	return s, nil
 }
 
 // Ready is closed when the API server answers /readyz.

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"fmt"
 	"github.com/cloudless-dev/cloudless/internal/controllers"
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
 	"github.com/cloudless-dev/cloudless/internal/lb"
@@ -222,10 +223,19 @@ func waitAllocated(t *testing.T, ctx context.Context, cs kubernetes.Interface, n
 	return got
 }
 
+// waitEvent waits for the allocator's event reason on Service
+// default/name.
 func waitEvent(t *testing.T, ctx context.Context, cs kubernetes.Interface, name, reason string) {
 	t.Helper()
-	poll(t, ctx, "event "+reason+" on Service "+name, func() (bool, error) {
-		evs, err := cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("involvedObject.name", name).String()})
+	waitEventFromComponent(t, ctx, cs, "default", name, reason, controllers.LBComponent)
+}
+
+// waitEventFromComponent waits for an event reason on the object ns/name
+// from component.
+func waitEventFromComponent(t *testing.T, ctx context.Context, cs kubernetes.Interface, ns, name, reason, component string) {
+	t.Helper()
+	poll(t, ctx, fmt.Sprintf("event %s from %s on %s/%s", reason, component, ns, name), func() (bool, error) {
+		evs, err := cs.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("involvedObject.name", name).String()})
 		if apierrors.IsNotFound(err) {
 			return false, nil
 		}
@@ -233,7 +243,7 @@ func waitEvent(t *testing.T, ctx context.Context, cs kubernetes.Interface, name,
 			return false, err
 		}
 		for _, e := range evs.Items {
-			if e.Reason == reason && e.Source.Component == controllers.LBComponent {
+			if e.Reason == reason && e.Source.Component == component {
 				return true, nil
 			}
 		}

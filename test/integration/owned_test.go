@@ -20,12 +20,16 @@ import (
 // checkLintScopes holds lint's table of cluster-scoped kinds (it reads
 // manifests without a cluster) to what the API server serves, kind by
 // kind.
-func checkLintScopes(t *testing.T, cs kubernetes.Interface) {
+func checkLintScopes(t *testing.T, ctx context.Context, cs kubernetes.Interface) {
 	t.Helper()
-	_, lists, err := cs.Discovery().ServerGroupsAndResources()
-	if err != nil {
-		t.Fatalf("discovery: %v", err)
-	}
+	// Every group, the aggregated metrics API included, which answers
+	// discovery a few seconds after /readyz.
+	var lists []*metav1.APIResourceList
+	poll(t, ctx, "complete API discovery", func() (bool, error) {
+		var err error
+		_, lists, err = cs.Discovery().ServerGroupsAndResources()
+		return err == nil, nil
+	})
 	n := 0
 	for _, l := range lists {
 		gv, err := schema.ParseGroupVersion(l.GroupVersion)

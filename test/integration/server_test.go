@@ -132,7 +132,7 @@ func TestServer(t *testing.T) {
 	if _, err := kubernetes.NewForConfigOrDie(anon).CoreV1().Namespaces().List(ctx, metav1.ListOptions{}); !apierrors.IsUnauthorized(err) && !apierrors.IsForbidden(err) {
 		t.Errorf("anonymous list of namespaces: err = %v, want Unauthorized", err)
 	}
-	checkLintScopes(t, cs)
+	checkLintScopes(t, ctx, cs)
 	editOwned(t, ctx, cs)
 
 	// The serving certificate is renewed while running and served without

@@ -1,0 +1,175 @@
+package cli
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	mdns "github.com/miekg/dns"
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/cloudless-dev/cloudless/internal/datadir"
+	"github.com/cloudless-dev/cloudless/internal/dns"
+)
+
+// dnsRecord is one row of `cloudless dns records`.
+type dnsRecord struct {
+	Zone   string `json:"zone"`
+	Serial uint32 `json:"serial"`
+	Name   string `json:"name"`
+	TTL    uint32 `json:"ttl"`
+	Type   string `json:"type"`
+	Data   string `json:"data"`
+	Source string `json:"source"`
+}
+
+func newDNSCmd() *cobra.Command {
+	dataDir := datadir.Default
+	var output string
+	cmd := &cobra.Command{Use: "dns", Short: "The authoritative DNS for the cluster's public names (server --dns-listen)"}
+	records := &cobra.Command{
+		Use:   "records [ZONE]",
+		Short: "What the authoritative DNS serves, and where each record came from",
+		Long: `List the records of every zone (or of ZONE), as the servers build them
+from the Kubernetes API: the zone ConfigMaps (kube-system, labelled
+` + dns.ZoneLabel + `) and LoadBalancer Services annotated with
+external-dns.kubernetes.io/hostname (or the older
+external-dns.alpha.kubernetes.io/hostname). Each record names its source
+object; the serial is the one recorded for the zone's current content
+(0 until the elected writer has recorded it).
+
+Run on a server; it uses <data-dir>/server/cred/admin.kubeconfig.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := configure(cmd, false); err != nil {
+				return err
+			}
+			cs, _, err := adminClient(dataDir)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			cms, err := cs.CoreV1().ConfigMaps(metav1.NamespaceSystem).List(ctx, metav1.ListOptions{LabelSelector: dns.ZoneLabel})
+			if err != nil {
+				return fmt.Errorf("list zone ConfigMaps: %w", err)
+			}
+			svcs, err := cs.CoreV1().Services("").List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return fmt.Errorf("list Services: %w", err)
+			}
+			var cmPtrs []*corev1.ConfigMap
+			var serials *corev1.ConfigMap
+			for i := range cms.Items {
+				if cms.Items[i].Name == dns.SerialsConfigMap {
+					serials = &cms.Items[i]
+				}
+				cmPtrs = append(cmPtrs, &cms.Items[i])
+			}
+			svcPtrs := make([]*corev1.Service, len(svcs.Items))
+			for i := range svcs.Items {
+				svcPtrs[i] = &svcs.Items[i]
+			}
+			zones, problems := dns.NewBuilder().Build(cmPtrs, svcPtrs)
+			rec := dns.Recorded(serials)
+			want := ""
+			if len(args) == 1 {
+				want = mdns.CanonicalName(args[0])
+				if zones[want] == nil {
+					return fmt.Errorf("no zone %s: the zones are %s", want, strings.Join(sortedKeys(zones), ", "))
+				}
+			}
+			var rows []dnsRecord
+			for _, origin := range sortedKeys(zones) {
+				if want != "" && origin != want {
+					continue
+				}
+				z := zones[origin]
+				serial := uint32(0)
+				if r, ok := rec[origin]; ok && r.Hash == z.Hash {
+					serial = r.Serial
+				}
+				for _, r := range z.Records {
+					h := r.RR.Header()
+					data := strings.TrimPrefix(r.RR.String(), h.String())
+					if soa, ok := r.RR.(*mdns.SOA); ok {
+						c := *soa
+						c.Serial = serial
+						data = strings.TrimPrefix(c.String(), h.String())
+					}
+					rows = append(rows, dnsRecord{Zone: origin, Serial: serial, Name: h.Name, TTL: h.Ttl, Type: mdns.TypeToString[h.Rrtype], Data: data, Source: r.Source})
+				}
+			}
+			if output == "json" {
+				return writeJSON(cmd.OutOrStdout(), rows)
+			}
+			if output != "table" {
+				return fmt.Errorf("-o %q: want table or json", output)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ZONE\tSERIAL\tNAME\tTTL\tTYPE\tDATA\tSOURCE")
+			for _, r := range rows {
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\t%s\n", r.Zone, r.Serial, r.Name, r.TTL, r.Type, r.Data, r.Source)
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			for _, p := range problems {
+				fmt.Fprintf(cmd.ErrOrStderr(), "%s: %s: %s\n", p.Ref, p.Reason, p.Message)
+			}
+			return nil
+		},
+	}
+	datadir.AddFlag(records.Flags(), &dataDir, "")
+	records.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+
+	var timeout time.Duration
+	check := &cobra.Command{
+		Use:   "check ZONE ADDR [ADDR...]",
+		Short: "Ask every replica for a zone's SOA and compare their serials",
+		Long: `Query each ADDR (host:port of a server's --dns-listen) for ZONE's SOA and
+report the serial each answers. Exits 1 when a replica does not answer
+or the serials differ, which doctor reports too.`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := configure(cmd, false); err != nil {
+				return err
+			}
+			zone := mdns.CanonicalName(args[0])
+			answers, agree := dns.CheckSerials(zone, args[1:], timeout)
+			if output == "json" {
+				if err := writeJSON(cmd.OutOrStdout(), answers); err != nil {
+					return err
+				}
+			} else {
+				for _, a := range answers {
+					if a.Error != "" {
+						fmt.Fprintf(cmd.OutOrStdout(), "%s\t%s\t%s\n", a.Addr, zone, a.Error)
+					} else {
+						fmt.Fprintf(cmd.OutOrStdout(), "%s\t%s\tserial %d\n", a.Addr, zone, a.Serial)
+					}
+				}
+			}
+			if !agree {
+				return fmt.Errorf("%s: the replicas disagree or do not answer: one with an older serial has not seen the latest change yet, or cannot reach the API", zone)
+			}
+			return nil
+		},
+	}
+	check.Flags().DurationVar(&timeout, "timeout", 2*time.Second, "per query")
+	check.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	cmd.AddCommand(records, check)
+	return cmd
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}

@@ -1,0 +1,74 @@
+package dns
+
+import (
+	"strconv"
+	"sync"
+
+	"github.com/miekg/dns"
+)
+
+// answerCache maps a question (name as sent, so that a client's 0x20
+// case randomisation is echoed; type; class; EDNS and its DO bit) to the
+// packed answer. It is bounded: full, it starts over.
+type answerCache struct {
+	mu sync.RWMutex
+	m  map[string][]byte
+}
+
+const maxCachedAnswers = 100_000
+
+func newAnswerCache() *answerCache { return &answerCache{m: map[string][]byte{}} }
+
+func (c *answerCache) get(k string) ([]byte, bool) {
+	c.mu.RLock()
+	b, ok := c.m[k]
+	c.mu.RUnlock()
+	return b, ok
+}
+
+func (c *answerCache) put(k string, b []byte) {
+	c.mu.Lock()
+	if len(c.m) >= maxCachedAnswers {
+		c.m = map[string][]byte{}
+	}
+	c.m[k] = b
+	c.mu.Unlock()
+}
+
+// cacheKey is the key of a plain query: one question, opcode QUERY, and
+// EDNS with no options but the buffer size (cookies and client subnets
+// are answered afresh).
+func cacheKey(r *dns.Msg) (string, bool) {
+	if r.Opcode != dns.OpcodeQuery || len(r.Question) != 1 || len(r.Ns) > 0 || len(r.Answer) > 0 {
+		return "", false
+	}
+	edns := "-"
+	for _, rr := range r.Extra {
+		o, ok := rr.(*dns.OPT)
+		if !ok || len(o.Option) > 0 || o.Version() != 0 {
+			return "", false
+		}
+		edns = "e"
+		if o.Do() {
+			edns = "d"
+		}
+	}
+	q := r.Question[0]
+	return q.Name + "\x00" + strconv.Itoa(int(q.Qtype)) + "\x00" + strconv.Itoa(int(q.Qclass)) + "\x00" + edns, true
+}
+
+// reply is a cached answer for query r: its ID, and the RD and CD bits it
+// sent, which a reply echoes.
+func reply(cached []byte, r *dns.Msg) []byte {
+	b := append([]byte(nil), cached...)
+	b[0], b[1] = byte(r.Id>>8), byte(r.Id)
+	b[2] &^= 0x01 // RD
+	if r.RecursionDesired {
+		b[2] |= 0x01
+	}
+	b[3] &^= 0x10 // CD
+	if r.CheckingDisabled {
+		b[3] |= 0x10
+	}
+	return b
+}
