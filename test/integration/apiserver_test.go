@@ -30,7 +30,7 @@ var (
 func k8sBinaries(t *testing.T) (apiserver, kubectl string) {
 	t.Helper()
 	k8sOnce.Do(func() {
-		k8sDir, k8sErr = os.MkdirTemp("", "cl-k8s-")
+		k8sDir, k8sErr = os.MkdirTemp(scratch, "k8s-") // removed with the run's directory
 		if k8sErr != nil {
 			return
 		}

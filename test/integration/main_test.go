@@ -23,6 +23,10 @@ var (
 	pg           *pgtest.Server
 )
 
+// scratch is this run's directory, removed when the run ends: what is
+// built once per run goes there.
+var scratch string
+
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
@@ -34,6 +38,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	scratch = dir
 	// cloudless and its helpers (runc, pause, CNI plugins), once per run.
 	cloudlessBin = filepath.Join(dir, "bin", "cloudless")
 	build := exec.Command("build/build.sh", filepath.Join(dir, "bin"))
