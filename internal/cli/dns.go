@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -79,11 +80,11 @@ Run on a server; it uses <data-dir>/server/cred/admin.kubeconfig.`,
 			if len(args) == 1 {
 				want = mdns.CanonicalName(args[0])
 				if zones[want] == nil {
-					return fmt.Errorf("no zone %s: the zones are %s", want, strings.Join(sortedKeys(zones), ", "))
+					return fmt.Errorf("no zone %s: the zones are %s", want, strings.Join(slices.Sorted(maps.Keys(zones)), ", "))
 				}
 			}
 			var rows []dnsRecord
-			for _, origin := range sortedKeys(zones) {
+			for _, origin := range slices.Sorted(maps.Keys(zones)) {
 				if want != "" && origin != want {
 					continue
 				}
@@ -163,13 +164,4 @@ or the serials differ, which doctor reports too.`,
 	check.Flags().StringVarP(&output, "output", "o", "table", "table or json")
 	cmd.AddCommand(records, check)
 	return cmd
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }

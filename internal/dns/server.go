@@ -12,9 +12,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -349,14 +350,7 @@ func ParsePrefixes(s string) ([]netip.Prefix, error) {
 }
 
 // Origins lists the served zones' origins, sorted.
-func Origins(zones map[string]Served) []string {
-	out := make([]string, 0, len(zones))
-	for o := range zones {
-		out = append(out, o)
-	}
-	sort.Strings(out)
-	return out
-}
+func Origins(zones map[string]Served) []string { return slices.Sorted(maps.Keys(zones)) }
 
 // ReplicaSerial is one replica's answer to a zone's SOA query.
 type ReplicaSerial struct {

@@ -1,6 +1,8 @@
 package lint
 
 import (
+	"sync"
+
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -66,15 +68,6 @@ func Namespaced(gk schema.GroupKind) bool { return !clusterScoped[gk] }
 // namespaced, the common case for custom resources.
 func restMapper(objs []*Object) meta.RESTMapper {
 	m := meta.NewDefaultRESTMapper(nil)
-	for _, s := range []*runtime.Scheme{scheme.Scheme, apiextensionsscheme.Scheme, aggregatorscheme.Scheme} {
-		for gvk := range s.AllKnownTypes() {
-			scope := meta.RESTScopeNamespace
-			if clusterScoped[gvk.GroupKind()] {
-				scope = meta.RESTScopeRoot
-			}
-			m.Add(gvk, scope)
-		}
-	}
 	for _, o := range objs {
 		u, ok := o.Obj.(*unstructured.Unstructured)
 		if !ok || o.Kind != "CustomResourceDefinition" {
@@ -94,8 +87,24 @@ func restMapper(objs []*Object) meta.RESTMapper {
 			}
 		}
 	}
-	return m
+	return meta.MultiRESTMapper{m, builtinMapper()}
 }
+
+// builtinMapper maps the built-in kinds; built once, as the manifests
+// applier parses every stored file with it.
+var builtinMapper = sync.OnceValue(func() meta.RESTMapper {
+	m := meta.NewDefaultRESTMapper(nil)
+	for _, s := range []*runtime.Scheme{scheme.Scheme, apiextensionsscheme.Scheme, aggregatorscheme.Scheme} {
+		for gvk := range s.AllKnownTypes() {
+			scope := meta.RESTScopeNamespace
+			if clusterScoped[gvk.GroupKind()] {
+				scope = meta.RESTScopeRoot
+			}
+			m.Add(gvk, scope)
+		}
+	}
+	return m
+})
 
 // defaultNamespaces gives namespaced objects without a namespace the one
 // kubectl would apply them to, "default"; cluster-scoped ones keep none.
