@@ -178,7 +178,7 @@ func TestDefaultNamespaces(t *testing.T) {
 	}
 	want := map[string]string{
 		"widgets.example.com": "", "cluster-widget": "", "unknown-kind": "default",
-		"cm": "default", "cm-in-ns": "team", "csi.example.com": "", "fs": "", "ic": "", "team": "",
+		"cm": "default", "cm-in-ns": "team", "csi.example.com": "", "fs": "", "ic": "", "team": "", "psp": "",
 	}
 	for _, o := range objs {
 		w, ok := want[o.Name]

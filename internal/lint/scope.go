@@ -116,7 +116,8 @@ func defaultNamespaces(objs []*Object) {
 		}
 		gvk := o.Obj.GetObjectKind().GroupVersionKind()
 		mapping, err := m.RESTMapping(gvk.GroupKind(), gvk.Version)
-		if err == nil && mapping.Scope.Name() == meta.RESTScopeNameRoot {
+		if err == nil && mapping.Scope.Name() == meta.RESTScopeNameRoot ||
+			err != nil && clusterScoped[gvk.GroupKind()] { // a removed API the schemes no longer hold (PodSecurityPolicy)
 			continue
 		}
 		o.Namespace = "default"
