@@ -10,11 +10,12 @@ import (
 
 	mdns "github.com/miekg/dns"
 	"github.com/spf13/cobra"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/dns"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 )
 
 // dnsRecord is one row of `cloudless dns records`.
@@ -49,32 +50,24 @@ Run on a server; it uses <data-dir>/server/cred/admin.kubeconfig.`,
 			if err := configure(cmd, false); err != nil {
 				return err
 			}
-			cs, _, err := adminClient(dataDir)
+			rc, err := adminConfig(dataDir)
+			if err != nil {
+				return err
+			}
+			cs, err := kubernetes.NewForConfig(rc)
+			if err != nil {
+				return err
+			}
+			dyn, err := dynamic.NewForConfig(rc)
 			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
-			cms, err := cs.CoreV1().ConfigMaps(metav1.NamespaceSystem).List(ctx, metav1.ListOptions{LabelSelector: dns.ZoneLabel})
+			objs, serials, err := dns.List(ctx, cs, dyn)
 			if err != nil {
-				return fmt.Errorf("list zone ConfigMaps: %w", err)
+				return err
 			}
-			svcs, err := cs.CoreV1().Services("").List(ctx, metav1.ListOptions{})
-			if err != nil {
-				return fmt.Errorf("list Services: %w", err)
-			}
-			var cmPtrs []*corev1.ConfigMap
-			var serials *corev1.ConfigMap
-			for i := range cms.Items {
-				if cms.Items[i].Name == dns.SerialsConfigMap {
-					serials = &cms.Items[i]
-				}
-				cmPtrs = append(cmPtrs, &cms.Items[i])
-			}
-			svcPtrs := make([]*corev1.Service, len(svcs.Items))
-			for i := range svcs.Items {
-				svcPtrs[i] = &svcs.Items[i]
-			}
-			zones, problems := dns.NewBuilder().Build(cmPtrs, svcPtrs)
+			zones, problems := dns.NewBuilder().Build(objs)
 			rec := dns.Recorded(serials)
 			want := ""
 			if len(args) == 1 {
@@ -162,6 +155,54 @@ or the serials differ, which doctor reports too.`,
 	}
 	check.Flags().DurationVar(&timeout, "timeout", 2*time.Second, "per query")
 	check.Flags().StringVarP(&output, "output", "o", "table", "table or json")
-	cmd.AddCommand(records, check)
+	var tsigOutput string
+	tsig := &cobra.Command{
+		Use:   "tsig",
+		Short: "The TSIG key secondaries sign zone transfers with, in nsd's and BIND's syntax",
+		Long: `Print the TSIG key (RFC 8945) that every server requires on zone transfers
+and signs NOTIFY with. The first server made it, at random, in Secret
+kube-system/` + dns.TSIGSecret + ` (data "algorithm" and "secret"); replace the
+Secret's data to rotate it, then update the secondaries.
+
+A secondary names the key on both directions, e.g. for nsd:
+  zone:
+    name: example.com
+    request-xfr: SERVER-ADDR ` + dns.TSIGSecret + `
+    allow-notify: SERVER-ADDR ` + dns.TSIGSecret + `
+
+Run on a server; it uses <data-dir>/server/cred/admin.kubeconfig.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := configure(cmd, false); err != nil {
+				return err
+			}
+			cs, _, err := adminClient(dataDir)
+			if err != nil {
+				return err
+			}
+			sec, err := cs.CoreV1().Secrets(metav1.NamespaceSystem).Get(cmd.Context(), dns.TSIGSecret, metav1.GetOptions{})
+			if err != nil {
+				return fmt.Errorf("read the TSIG key: %w (a server started with --dns-listen makes it)", err)
+			}
+			key, err := dns.TSIGKeyOf(sec)
+			if err != nil {
+				return err
+			}
+			switch tsigOutput {
+			case "json":
+				return writeJSON(cmd.OutOrStdout(), map[string]string{"name": strings.TrimSuffix(key.Name, "."), "algorithm": key.Algorithm, "secret": key.Secret})
+			case "nsd":
+				fmt.Fprint(cmd.OutOrStdout(), key.NSDConfig())
+			case "bind":
+				fmt.Fprint(cmd.OutOrStdout(), key.BINDConfig())
+			default:
+				return fmt.Errorf("-o %q: want nsd, bind or json", tsigOutput)
+			}
+			return nil
+		},
+	}
+	tsig.Flags().StringVarP(&tsigOutput, "output", "o", "nsd", "nsd, bind or json")
+	datadir.AddFlag(tsig.Flags(), &dataDir, "")
+	cmd.AddCommand(records, check, tsig)
 	return cmd
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
 	"github.com/cloudless-dev/cloudless/internal/datadir"
 	"github.com/cloudless-dev/cloudless/internal/token"
+	"k8s.io/client-go/rest"
 )
 
 func newTokenCmd() *cobra.Command {
@@ -133,15 +134,10 @@ Run on a server; it uses <data-dir>/server/cred/admin.kubeconfig.`,
 // adminClient returns a client with the server's admin credentials and the
 // cluster CA.
 func adminClient(dataDir string) (kubernetes.Interface, []byte, error) {
-	kc := controlplane.AdminKubeconfig(dataDir)
-	if _, err := os.Stat(kc); err != nil {
-		return nil, nil, fmt.Errorf("no admin kubeconfig at %s: run this on a server, as root, with its --data-dir (%v)", kc, err)
-	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", kc)
+	cfg, err := adminConfig(dataDir)
 	if err != nil {
-		return nil, nil, fmt.Errorf("load %s: %w", kc, err)
+		return nil, nil, err
 	}
-	cfg.Timeout = 30 * time.Second
 	c, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, nil, err
@@ -151,4 +147,18 @@ func adminClient(dataDir string) (kubernetes.Interface, []byte, error) {
 		return nil, nil, fmt.Errorf("read cluster CA: %w", err)
 	}
 	return c, ca, nil
+}
+
+// adminConfig is the server's admin client configuration.
+func adminConfig(dataDir string) (*rest.Config, error) {
+	kc := controlplane.AdminKubeconfig(dataDir)
+	if _, err := os.Stat(kc); err != nil {
+		return nil, fmt.Errorf("no admin kubeconfig at %s: run this on a server, as root, with its --data-dir (%v)", kc, err)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kc)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", kc, err)
+	}
+	cfg.Timeout = 30 * time.Second
+	return cfg, nil
 }

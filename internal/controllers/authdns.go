@@ -13,72 +13,27 @@ import (
 	"fmt"
 	"maps"
 	"strings"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
-	corelisters "k8s.io/client-go/listers/core/v1"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/cloudless-dev/cloudless/internal/dns"
 	"github.com/cloudless-dev/cloudless/internal/dns/zone"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"time"
 )
-
-// dnsSources are the listers both controllers build from.
-type dnsSources struct {
-	zones    corelisters.ConfigMapLister // kube-system, labelled dns.ZoneLabel (the serials too)
-	services corelisters.ServiceLister
-	builder  *dns.Builder
-}
-
-const dnsKey = "zones"
-
-func newDNSSources(env Env, q *queue) (*dnsSources, error) {
-	cmInf := env.Informers.InformerFor(&corev1.ConfigMap{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
-		return coreinformers.NewFilteredConfigMapInformer(c, metav1.NamespaceSystem, resync, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc},
-			func(o *metav1.ListOptions) { o.LabelSelector = dns.ZoneLabel })
-	})
-	svcInf := env.Informers.Core().V1().Services()
-	all := q.handler(func(any) string { return dnsKey })
-	if _, err := cmInf.AddEventHandler(all); err != nil {
-		return nil, err
-	}
-	// Every Service change: one that stops being a LoadBalancer, or loses
-	// its annotation, must take its records away. The one key coalesces
-	// bursts into one build.
-	if _, err := svcInf.Informer().AddEventHandler(all); err != nil {
-		return nil, err
-	}
-	return &dnsSources{zones: corelisters.NewConfigMapLister(cmInf.GetIndexer()), services: svcInf.Lister(), builder: dns.NewBuilder()}, nil
-}
-
-func (s *dnsSources) build() (map[string]*zone.Zone, []zone.Problem, map[string]dns.Record, *corev1.ConfigMap, error) {
-	cms, err := s.zones.ConfigMaps(metav1.NamespaceSystem).List(labels.Everything())
-	if err != nil {
-		return nil, nil, nil, nil, err
-	}
-	svcs, err := s.services.List(labels.Everything())
-	if err != nil {
-		return nil, nil, nil, nil, err
-	}
-	zones, problems := s.builder.Build(cms, svcs)
-	serials, err := s.zones.ConfigMaps(metav1.NamespaceSystem).Get(dns.SerialsConfigMap)
-	if apierrors.IsNotFound(err) {
-		serials, err = nil, nil
-	}
-	return zones, problems, dns.Recorded(serials), serials, err
-}
 
 type dnsServe struct {
 	*queue
-	src    *dnsSources
-	server *dns.Server
+	src     *dnsSources
+	server  *dns.Server
+	secrets corelisters.SecretLister // kube-system/cloudless-dns-tsig only
+	keyErr  string                   // the TSIG Secret's problem last logged
 }
 
 // NewDNSServe builds the controller that hands srv the zones to serve,
@@ -92,12 +47,43 @@ func NewDNSServe(srv *dns.Server) func(Env) (Controller, error) {
 			return nil, err
 		}
 		c.src = src
+		inf := env.Informers.InformerFor(&corev1.Secret{}, func(cs kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
+			return coreinformers.NewFilteredSecretInformer(cs, metav1.NamespaceSystem, resync, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc},
+				func(o *metav1.ListOptions) { o.FieldSelector = "metadata.name=" + dns.TSIGSecret })
+		})
+		if _, err := inf.AddEventHandler(c.handler(func(any) string { return dnsKey })); err != nil {
+			return nil, err
+		}
+		c.secrets = corelisters.NewSecretLister(inf.GetIndexer())
 		return c, nil
 	}
 }
 
+// tsig hands the server the TSIG key; without a valid one, transfers
+// are refused (and said so once per problem).
+func (c *dnsServe) tsig() {
+	var key *dns.TSIGKey
+	sec, err := c.secrets.Secrets(metav1.NamespaceSystem).Get(dns.TSIGSecret)
+	if err == nil {
+		var k dns.TSIGKey
+		if k, err = dns.TSIGKeyOf(sec); err == nil {
+			key = &k
+		}
+	}
+	c.server.SetTSIG(key)
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	if msg != c.keyErr && msg != "" {
+		c.log.Warn("no valid TSIG key: zone transfers are refused until kube-system/"+dns.TSIGSecret+" holds one", "err", msg)
+	}
+	c.keyErr = msg
+}
+
 func (c *dnsServe) reconcile(ctx context.Context, _ string) error {
-	zones, _, rec, _, err := c.src.build()
+	c.tsig()
+	zones, _, rec, _, err := c.src.build(ctx)
 	if err != nil {
 		return err
 	}
@@ -153,7 +139,7 @@ func NewDNSSerials(env Env) (Controller, error) {
 }
 
 func (c *dnsSerials) reconcile(ctx context.Context, _ string) error {
-	zones, problems, rec, cur, err := c.src.build()
+	zones, problems, rec, cur, err := c.src.build(ctx)
 	if err != nil {
 		return err
 	}
@@ -226,6 +212,12 @@ func (c *dnsSerials) object(ref string) runtime.Object {
 		if cm, err := c.src.zones.ConfigMaps(ns).Get(name); err == nil {
 			return cm
 		}
+	case "Ingress":
+		if ing, err := c.src.ingresses.Ingresses(ns).Get(name); err == nil {
+			return ing
+		}
+	default:
+		return c.src.customObject(kind, ns, name)
 	}
 	return nil
 }

@@ -6,7 +6,13 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 
@@ -23,9 +29,12 @@ func TestDNSSerials(t *testing.T) {
 	zoneCM := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "z", Namespace: metav1.NamespaceSystem, Labels: map[string]string{dns.ZoneLabel: "true"}},
 		Data: map[string]string{dns.ZoneOriginKey: "example.test", dns.ZoneTextKey: "@ SOA ns1 h 100 1 1 1 1\n@ NS ns1\nns1 A 192.0.2.1\n"}}
 	cs := fake.NewSimpleClientset(zoneCM)
-	env := func() (Env, informers.SharedInformerFactory) {
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
+		dns.CRDResource: "CustomResourceDefinitionList", dns.EndpointGVR: "DNSEndpointList"})
+	env := func() (Env, factories) {
 		f := informers.NewSharedInformerFactory(cs, 0)
-		return Env{Client: cs, Informers: f, Log: slog.New(slog.DiscardHandler)}, f
+		df := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
+		return Env{Client: cs, Informers: f, Dynamic: dyn, DynamicInformers: df, Log: slog.New(slog.DiscardHandler)}, factories{f, df}
 	}
 	// A fresh factory per step stands in for informers catching up.
 	write := func() dns.Record {
@@ -95,4 +104,52 @@ func TestDNSSerials(t *testing.T) {
 	if sv := srv.Zones()["example.test."]; sv.Serial != r2.Serial {
 		t.Errorf("served serial %d, want %d", sv.Serial, r2.Serial)
 	}
+
+	// Once a DNSEndpoint CRD is established, its objects join the zone
+	// (TestAuthoritativeDNS installs one into a running server).
+	crd := dns.EndpointCRD()
+	crd.Status.Conditions = []apiextensionsv1.CustomResourceDefinitionCondition{{Type: apiextensionsv1.Established, Status: apiextensionsv1.ConditionTrue}}
+	ep := &dns.DNSEndpoint{TypeMeta: metav1.TypeMeta{APIVersion: dns.EndpointGVR.GroupVersion().String(), Kind: "DNSEndpoint"},
+		ObjectMeta: metav1.ObjectMeta{Name: "e", Namespace: "default"},
+		Spec: dns.DNSEndpointSpec{Endpoints: []dns.Endpoint{{DNSName: "api.example.test", RecordType: "A", Targets: []string{"192.0.2.9"}},
+			{DNSName: "api.example.test", RecordType: "TXT", Targets: []string{"hello"}}}}}
+	for gvr, obj := range map[schema.GroupVersionResource]any{dns.CRDResource: crd, dns.EndpointGVR: ep} {
+		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gvr == dns.CRDResource {
+			u["apiVersion"], u["kind"] = "apiextensions.k8s.io/v1", "CustomResourceDefinition"
+		}
+		obj := &unstructured.Unstructured{Object: u}
+		if _, err := dyn.Resource(gvr).Namespace(obj.GetNamespace()).Create(ctx, obj, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r3 := write()
+	if !zone.Newer(r3.Serial, r2.Serial) {
+		t.Errorf("after a DNSEndpoint: %v, was %v: want a newer serial", r3, r2)
+	}
+	serve()
+	var got []string
+	for _, r := range srv.Zones()["example.test."].Zone.Records {
+		if r.Source == "DNSEndpoint default/e" {
+			got = append(got, r.RR.String())
+		}
+	}
+	if len(got) != 2 {
+		t.Errorf("records of the DNSEndpoint: %q, want its A and TXT", got)
+	}
+}
+
+// factories starts and syncs a test's typed and dynamic informers.
+type factories struct {
+	f  informers.SharedInformerFactory
+	df dynamicinformer.DynamicSharedInformerFactory
+}
+
+func (fs factories) Start(stop <-chan struct{}) { fs.f.Start(stop); fs.df.Start(stop) }
+func (fs factories) WaitForCacheSync(stop <-chan struct{}) {
+	fs.f.WaitForCacheSync(stop)
+	fs.df.WaitForCacheSync(stop)
 }

@@ -68,6 +68,12 @@ func (s *Server) controllerGroups() []controllers.Group {
 	return groups
 }
 
+// The rate limit of the client all controller groups share.
+const (
+	controllersQPS   = 100
+	controllersBurst = 200
+)
+
 // controllersLease is the election of every elected group: upstream's
 // defaults for kube-controller-manager (15 s lease, renewed every 2 s,
 // given up after 10 s without renewal).

@@ -19,6 +19,7 @@ import (
 	"github.com/cloudless-dev/cloudless/internal/apply"
 	"github.com/cloudless-dev/cloudless/internal/clusterinfo"
 	"github.com/cloudless-dev/cloudless/internal/datadir"
+	authdns "github.com/cloudless-dev/cloudless/internal/dns"
 	"github.com/cloudless-dev/cloudless/internal/lb"
 	"github.com/cloudless-dev/cloudless/internal/lb/speaker"
 	"github.com/cloudless-dev/cloudless/internal/manifests"
@@ -109,6 +110,12 @@ func (s *Server) runJoinSupport(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// One client serves every controller group of this server.
+	// client-go's default (5 requests/s, burst 10) made a busy minute
+	// queue each write for 200 ms, which bench/dns saw as 200 ms steps
+	// in change to visible; kube-controller-manager runs its
+	// controllers with 20/s, burst 30 each, and the API server is local.
+	rc.QPS, rc.Burst = controllersQPS, controllersBurst
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return err
@@ -126,6 +133,18 @@ func (s *Server) runJoinSupport(ctx context.Context) error {
 	}
 	if err := s.ensureLBObjects(ctx, rc, ap); err != nil {
 		return err
+	}
+	if s.dns != nil {
+		// DNSEndpoint objects written for external-dns are served as they
+		// are; an installed external-dns CRD is left alone. The TSIG key
+		// that signs transfers and NOTIFY is made once, for every server.
+		key, err := authdns.NewTSIGSecret()
+		if err != nil {
+			return err
+		}
+		if err := ap.Create(ctx, authdns.EndpointCRD(), key); err != nil {
+			return err
+		}
 	}
 	if !s.cfg.Disabled(ComponentLocalStorage) {
 		if err := volumes.EnsureObjects(ctx, cs, ap); err != nil {

@@ -1,10 +1,17 @@
 package dns
 
 import (
+	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/cloudless-dev/cloudless/internal/dns/zone"
 )
@@ -19,10 +26,21 @@ type Builder struct {
 // NewBuilder makes a Builder with no history.
 func NewBuilder() *Builder { return &Builder{lastGood: map[string][]zone.Record{}} }
 
+// Objects are what the zones are built from.
+type Objects struct {
+	// ConfigMaps are kube-system's ConfigMaps labelled ZoneLabel.
+	ConfigMaps []*corev1.ConfigMap
+	Services   []*corev1.Service
+	Ingresses  []*networkingv1.Ingress
+	// Custom holds the objects of the OptionalAPIs installed, by kind.
+	Custom map[string][]*unstructured.Unstructured
+}
+
 // Build returns the zones by origin and the problems to report.
-func (b *Builder) Build(cms []*corev1.ConfigMap, services []*corev1.Service) (map[string]*zone.Zone, []zone.Problem) {
+func (b *Builder) Build(objs Objects) (map[string]*zone.Zone, []zone.Problem) {
 	var problems []zone.Problem
 	static := map[string][]zone.Record{}
+	cms := slices.Clone(objs.ConfigMaps)
 	sort.Slice(cms, func(i, j int) bool { return cms[i].Namespace+"/"+cms[i].Name < cms[j].Namespace+"/"+cms[j].Name })
 	seen := map[string]bool{}
 	for _, cm := range cms {
@@ -63,13 +81,80 @@ func (b *Builder) Build(cms []*corev1.ConfigMap, services []*corev1.Service) (ma
 			delete(b.lastGood, k)
 		}
 	}
-	var claims []zone.Claim
-	for _, svc := range services {
-		c, p := ServiceClaims(svc)
-		claims, problems = append(claims, c...), append(problems, p...)
-	}
+	claims, p := objs.claims()
+	problems = append(problems, p...)
 	zones, p := zone.Build(static, claims)
 	return zones, append(problems, p...)
+}
+
+// claims are every source object's claims.
+func (objs Objects) claims() ([]zone.Claim, []zone.Problem) {
+	var claims []zone.Claim
+	var problems []zone.Problem
+	add := func(c []zone.Claim, p []zone.Problem) {
+		claims, problems = append(claims, c...), append(problems, p...)
+	}
+	for _, svc := range objs.Services {
+		add(ServiceClaims(svc))
+	}
+	for _, ing := range objs.Ingresses {
+		add(IngressClaims(ing))
+	}
+	for _, u := range objs.Custom["DNSEndpoint"] {
+		var e DNSEndpoint
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &e); err != nil {
+			problems = append(problems, invalidObject("DNSEndpoint", u, err))
+			continue
+		}
+		add(EndpointClaims(&e))
+	}
+	gateways := map[string]*gatewayv1.Gateway{}
+	for _, u := range objs.Custom["Gateway"] {
+		var gw gatewayv1.Gateway
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &gw); err != nil {
+			problems = append(problems, invalidObject("Gateway", u, err))
+			continue
+		}
+		gateways[gw.Namespace+"/"+gw.Name] = &gw
+	}
+	gateway := func(ns, name string) *gatewayv1.Gateway { return gateways[ns+"/"+name] }
+	for _, kind := range []string{"HTTPRoute", "GRPCRoute", "TLSRoute"} {
+		for _, u := range objs.Custom[kind] {
+			r, err := routeOf(kind, u)
+			if err != nil {
+				problems = append(problems, invalidObject(kind, u, err))
+				continue
+			}
+			add(RouteClaims(r, gateway))
+		}
+	}
+	return claims, problems
+}
+
+// routeOf reads the fields the DNS needs from a route of kind. The
+// three kinds share them, and TLSRoute's v1alpha2 has the same shape.
+func routeOf(kind string, u *unstructured.Unstructured) (Route, error) {
+	var v struct {
+		metav1.ObjectMeta `json:"metadata"`
+		Spec              struct {
+			gatewayv1.CommonRouteSpec `json:",inline"`
+			Hostnames                 []gatewayv1.Hostname `json:"hostnames,omitempty"`
+		} `json:"spec"`
+		Status gatewayv1.RouteStatus `json:"status"`
+	}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &v); err != nil {
+		return Route{}, err
+	}
+	return Route{Kind: kind, ObjectMeta: v.ObjectMeta, Hostnames: v.Spec.Hostnames, ParentRefs: v.Spec.ParentRefs, Parents: v.Status.Parents}, nil
+}
+
+// ReasonInvalidObject: a custom resource whose fields do not have their
+// types.
+const ReasonInvalidObject = "InvalidObject"
+
+func invalidObject(kind string, u *unstructured.Unstructured, err error) zone.Problem {
+	return zone.Problem{Ref: Ref(kind, u.GetNamespace(), u.GetName()), Reason: ReasonInvalidObject,
+		Message: fmt.Sprintf("cannot read it as a %s: %v", kind, err)}
 }
 
 func keptMessage(kept bool) string {

@@ -1,11 +1,13 @@
 // Package dns is Cloudless's authoritative DNS for the cluster's public
 // names: zones declared as RFC 1035 text in labelled ConfigMaps, records
-// generated from annotated LoadBalancer Services, served over UDP and TCP
-// with AXFR to allowed secondaries. The zones live in the Kubernetes API
-// only: every server builds them from its informers and serves a zone
-// under the serial the elected writer recorded for exactly that content
-// (serials.go), so replicas answer alike and serials only grow. The pure
-// part (parsing, merging, lookups, RFC 1982) is internal/dns/zone.
+// generated from annotated LoadBalancer Services, Ingresses, Gateway API
+// routes and external-dns's DNSEndpoint objects, served over UDP and TCP
+// with AXFR and IXFR to allowed secondaries that hold the TSIG key. The
+// zones live in the Kubernetes API only: every server builds them from
+// its informers and serves a zone under the serial the elected writer
+// recorded for exactly that content (ADR 0012), so replicas answer alike
+// and serials only grow. The pure part (parsing, merging, lookups, RFC
+// 1982) is internal/dns/zone.
 package dns
 
 import (
@@ -15,13 +17,16 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 	"golang.org/x/time/rate"
 
 	"github.com/cloudless-dev/cloudless/internal/dns/zone"
@@ -68,6 +73,10 @@ type Server struct {
 	// writes, as PowerDNS's packet cache does.
 	cache atomic.Pointer[answerCache]
 
+	// tsig is the key transfers must be signed with and NOTIFY is
+	// signed with (tsig.go); nil refuses every transfer.
+	tsig atomic.Pointer[TSIGKey]
+
 	mu       sync.Mutex
 	limiters map[netip.Prefix]*rate.Limiter
 	history  map[string][]Served // origin → versions served, oldest first
@@ -113,25 +122,42 @@ const ixfrVersions = 16
 // Zones returns what is served.
 func (s *Server) Zones() map[string]Served { return *s.zones.Load() }
 
-// Run serves UDP and TCP on cfg.Listen until ctx ends.
+// Run serves UDP and TCP on cfg.Listen until ctx ends. UDP is read
+// from one socket per CPU (SO_REUSEPORT: the kernel spreads clients over
+// them), as PowerDNS's receiver threads do: one socket's reader was the
+// bottleneck under load.
 func (s *Server) Run(ctx context.Context) error {
-	pc, err := net.ListenPacket("udp", s.cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("authoritative DNS: listen on udp %s: %w (choose another --dns-listen, or free the port)", s.cfg.Listen, err)
-	}
+	var servers []*dns.Server
+	defer func() {
+		for _, srv := range servers {
+			srv.Shutdown()
+		}
+	}()
+	// TCP first, without SO_REUSEPORT: it fails while another process
+	// serves the port, which the UDP sockets alone would not notice.
 	l, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
-		pc.Close()
-		return fmt.Errorf("authoritative DNS: listen on tcp %s: %w", s.cfg.Listen, err)
+		return fmt.Errorf("authoritative DNS: listen on tcp %s: %w (choose another --dns-listen, or free the port)", s.cfg.Listen, err)
 	}
-	udp := &dns.Server{PacketConn: pc, Handler: s, UDPSize: dns.DefaultMsgSize}
-	tcp := &dns.Server{Listener: l, Handler: s, ReadTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second}
-	defer udp.Shutdown()
-	defer tcp.Shutdown()
-	errs := make(chan error, 2)
-	go func() { errs <- udp.ActivateAndServe() }()
-	go func() { errs <- tcp.ActivateAndServe() }()
-	s.log.Info("authoritative DNS serving", "addr", s.cfg.Listen)
+	servers = append(servers, &dns.Server{Listener: l, Handler: s, ReadTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second, TsigProvider: tsigProvider{s}})
+	lc := net.ListenConfig{Control: reusePort}
+	for range max(1, runtime.GOMAXPROCS(0)) {
+		pc, err := lc.ListenPacket(ctx, "udp", s.cfg.Listen)
+		if err != nil {
+			l.Close()
+			for _, srv := range servers[1:] {
+				srv.PacketConn.Close()
+			}
+			servers = nil
+			return fmt.Errorf("authoritative DNS: listen on udp %s: %w (choose another --dns-listen, or free the port)", s.cfg.Listen, err)
+		}
+		servers = append(servers, &dns.Server{PacketConn: pc, Handler: s, UDPSize: dns.DefaultMsgSize, TsigProvider: tsigProvider{s}})
+	}
+	errs := make(chan error, len(servers))
+	for _, srv := range servers {
+		go func() { errs <- srv.ActivateAndServe() }()
+	}
+	s.log.Info("authoritative DNS serving", "addr", s.cfg.Listen, "udp_sockets", len(servers)-1)
 	select {
 	case <-ctx.Done():
 	case err = <-errs:
@@ -142,6 +168,17 @@ func (s *Server) Run(ctx context.Context) error {
 	return fmt.Errorf("authoritative DNS stopped: %w", err)
 }
 
+// reusePort lets the UDP sockets of one server share its port.
+func reusePort(_, _ string, c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
 // ServeDNS implements dns.Handler.
 func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	src, tcp := peer(w.RemoteAddr())
@@ -150,8 +187,24 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		// client retries, a spoofed flood gets nothing to amplify.
 		return
 	}
+	signed := r.IsTsig() != nil
+	if signed && w.TsigStatus() != nil {
+		// RFC 8945 5.2: a signature that does not verify (unknown key,
+		// bad MAC, clock skew) gets NOTAUTH, unsigned.
+		m := new(dns.Msg)
+		m.SetRcode(r, dns.RcodeNotAuth)
+		w.WriteMsg(m)
+		return
+	}
 	if q := r.Question; len(q) == 1 && (q[0].Qtype == dns.TypeAXFR || q[0].Qtype == dns.TypeIXFR) && r.Opcode == dns.OpcodeQuery {
-		s.transfer(w, r, src, tcp)
+		s.transfer(w, r, src, tcp && signed)
+		return
+	}
+	if signed { // a secondary's SOA query: answered signed, never cached
+		resp := s.Answer(r)
+		t := r.IsTsig()
+		resp.SetTsig(t.Hdr.Name, t.Algorithm, t.Fudge, time.Now().Unix())
+		w.WriteMsg(resp)
 		return
 	}
 	cache := s.cache.Load()
@@ -243,18 +296,19 @@ func (s *Server) find(name string) (Served, bool) {
 	}
 }
 
-// transfer sends a zone over TCP to an allowed source: the whole zone
-// (AXFR), or for IXFR the difference from the client's serial (RFC 1995,
-// condensed to one) when that version is still known, else the whole.
-func (s *Server) transfer(w dns.ResponseWriter, r *dns.Msg, src netip.Addr, tcp bool) {
+// transfer sends a zone over TCP, signed, to an allowed source: the
+// whole zone (AXFR), or for IXFR the difference from the client's serial
+// (RFC 1995, condensed to one) when that version is still known, else
+// the whole. ok is false for UDP or a request without a valid TSIG.
+func (s *Server) transfer(w dns.ResponseWriter, r *dns.Msg, src netip.Addr, ok bool) {
 	q := r.Question[0]
-	sv, ok := s.find(q.Name)
+	sv, found := s.find(q.Name)
 	refuse := func() {
 		m := new(dns.Msg)
 		m.SetRcode(r, dns.RcodeRefused)
 		w.WriteMsg(m)
 	}
-	if !ok || dns.CanonicalName(q.Name) != sv.Zone.Origin || !tcp || !s.transferAllowed(src) {
+	if !ok || !found || dns.CanonicalName(q.Name) != sv.Zone.Origin || !s.transferAllowed(src) {
 		refuse()
 		return
 	}
@@ -406,7 +460,8 @@ func (s *Server) Notified(sv Served) {
 		go func() {
 			m := new(dns.Msg).SetNotify(origin)
 			m.Answer = []dns.RR{soa}
-			c := &dns.Client{Timeout: 2 * time.Second}
+			s.sign(m)
+			c := &dns.Client{Timeout: 2 * time.Second, TsigProvider: tsigProvider{s}}
 			var err error
 			for range 3 {
 				var r *dns.Msg

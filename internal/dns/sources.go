@@ -1,6 +1,7 @@
 package dns
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -68,48 +69,26 @@ func ServiceClaims(svc *corev1.Service) ([]zone.Claim, []zone.Problem) {
 	if !ok || svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
 		return nil, nil
 	}
-	ref := Ref("Service", svc.Namespace, svc.Name)
-	owner := zone.Owner{Ref: ref, Created: svc.CreationTimestamp.Unix()}
-	var problems []zone.Problem
-	ttl := uint32(DefaultTTL)
-	if v, ok := annotation(svc.Annotations, "ttl"); ok {
-		n, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), "s"), 10, 31)
-		if err != nil || n == 0 {
-			problems = append(problems, zone.Problem{Ref: ref, Reason: ReasonInvalidTTL,
-				Message: fmt.Sprintf("ttl %q is not a number of seconds: using %d", v, DefaultTTL)})
-		} else {
-			ttl = uint32(n)
-		}
-	}
 	var targets []string
-	if v, ok := annotation(svc.Annotations, "target"); ok {
-		targets = splitList(v)
-	} else {
-		for _, in := range svc.Status.LoadBalancer.Ingress {
-			if in.IP != "" {
-				targets = append(targets, in.IP)
-			} else if in.Hostname != "" {
-				targets = append(targets, in.Hostname)
-			}
-		}
+	for _, in := range svc.Status.LoadBalancer.Ingress {
+		targets = append(targets, cmp.Or(in.IP, in.Hostname))
 	}
-	rrs, err := targetRecords(targets, ttl)
-	if err != nil {
-		return nil, append(problems, zone.Problem{Ref: ref, Reason: ReasonInvalidTarget, Message: err.Error()})
+	return claimsFor("Service", svc.ObjectMeta, splitList(hosts), targets)
+}
+
+// ttlOf reads an object's ttl annotation (seconds), DefaultTTL without
+// one.
+func ttlOf(ref string, annotations map[string]string) (uint32, []zone.Problem) {
+	v, ok := annotation(annotations, "ttl")
+	if !ok {
+		return DefaultTTL, nil
 	}
-	if len(rrs) == 0 {
-		return nil, problems // no address yet: published once allocated
+	n, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), "s"), 10, 31)
+	if err != nil || n == 0 {
+		return DefaultTTL, []zone.Problem{{Ref: ref, Reason: ReasonInvalidTTL,
+			Message: fmt.Sprintf("ttl %q is not a number of seconds: using %d", v, DefaultTTL)}}
 	}
-	var claims []zone.Claim
-	for _, h := range splitList(hosts) {
-		name, err := hostname(h)
-		if err != nil {
-			problems = append(problems, zone.Problem{Ref: ref, Reason: ReasonInvalidHostname, Message: err.Error()})
-			continue
-		}
-		claims = append(claims, zone.Claim{Name: name, RRs: rrs, Owner: owner})
-	}
-	return claims, problems
+	return uint32(n), nil
 }
 
 // targetRecords makes A and AAAA records of addresses, or one CNAME of a

@@ -20,9 +20,7 @@ import (
 	"github.com/cloudless-dev/cloudless/internal/dns"
 	"github.com/cloudless-dev/cloudless/internal/dns/zone"
 	"github.com/cloudless-dev/cloudless/internal/lb"
-	mdns "github.com/miekg/dns"
-	"net"
-	"sync"
+	"k8s.io/client-go/dynamic"
 )
 
 const testZone = `$TTL 300
@@ -79,9 +77,14 @@ func TestAuthoritativeDNS(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	port := freePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	secondary := newNotifyCatcher(t)
-	args := []string{"--dns-listen", addr, "--dns-transfer-allow", "127.0.0.1", "--dns-notify", secondary.addr}
-	p, cs, _ := startServer(t, dir, port, args...)
+	nsdPort := freePort(t)
+	args := []string{"--dns-listen", addr, "--dns-transfer-allow", "127.0.0.1", "--dns-notify", fmt.Sprintf("127.0.0.1:%d", nsdPort)}
+	p, cs, rc := startServer(t, dir, port, args...)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("server's log, last lines:\n%s", tail(p.stderr.Bytes(), 80))
+		}
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
@@ -105,6 +108,17 @@ func TestAuthoritativeDNS(t *testing.T) {
 	if status, _ := dig(t, addr, "example.org", "A"); status != "REFUSED" {
 		t.Errorf("a name outside the zones: %s, want REFUSED (never an open resolver)", status)
 	}
+	// A real secondary, nsd, with the cluster's TSIG key.
+	key := readTSIG(t, dir)
+	nsd := startNSD(t, nsdPort, "example.test", addr, key)
+	secondaryAnswers := func(name, want string) {
+		t.Helper()
+		poll(t, ctx, fmt.Sprintf("nsd answering %s %s", name, want), func() (bool, error) {
+			status, ans := dig(t, nsd, name, "A", "+short")
+			return status == "" && strings.Join(ans, ",") == want, nil
+		})
+	}
+	secondaryAnswers("ns1.example.test", "192.0.2.53")
 
 	kubectl := func(args ...string) {
 		t.Helper()
@@ -135,13 +149,16 @@ func TestAuthoritativeDNS(t *testing.T) {
 	if !zone.Newer(s2, s1) {
 		t.Errorf("serial %d after adding records, was %d: want it newer", s2, s1)
 	}
-	// The secondary was told (RFC 1996) of the serial it can transfer.
-	poll(t, ctx, fmt.Sprintf("NOTIFY for example.test. serial %d", s2), func() (bool, error) {
-		return secondary.got("example.test.", s2), nil
-	})
+	// The secondary was told (RFC 1996), transferred, and answers: its
+	// SOA refresh (an hour) is not what brought the change.
+	secondaryAnswers("web.example.test", webIP)
 
-	// AXFR: the whole zone between two SOAs, apex NS included.
-	_, axfr := dig(t, addr, "example.test", "AXFR")
+	// AXFR: refused without the key; with it, the whole zone between two
+	// SOAs, apex NS included.
+	if _, axfr := dig(t, addr, "example.test", "AXFR"); strings.Contains(strings.Join(axfr, "\n"), "IN SOA") {
+		t.Errorf("an unsigned AXFR got the zone:\n%s", strings.Join(axfr, "\n"))
+	}
+	_, axfr := dig(t, addr, "example.test", "AXFR", key.digArg())
 	text := strings.Join(axfr, "\n")
 	for _, want := range []string{"example.test. 300 IN NS ns1.example.test.", "web.example.test. 30 IN A " + webIP, "api.example.test. 60 IN A " + apiIP} {
 		if !strings.Contains(text, want) {
@@ -153,7 +170,7 @@ func TestAuthoritativeDNS(t *testing.T) {
 	}
 
 	// IXFR from s1: only the difference (condensed), between SOAs.
-	_, ixfr := dig(t, addr, "example.test", fmt.Sprintf("IXFR=%d", s1))
+	_, ixfr := dig(t, addr, "example.test", fmt.Sprintf("IXFR=%d", s1), key.digArg())
 	text = strings.Join(ixfr, "\n")
 	if !strings.Contains(text, "web.example.test. 30 IN A "+webIP) || strings.Contains(text, "ns1.example.test. 300 IN A") || strings.Count(text, "IN SOA") != 4 {
 		t.Errorf("IXFR from %d is not the difference (new SOA, old SOA, none gone, new SOA, added, new SOA):\n%s", s1, text)
@@ -205,6 +222,19 @@ func TestAuthoritativeDNS(t *testing.T) {
 		t.Errorf("serial %d after a deletion, was %d: want it newer", s3, s2)
 	}
 
+	// Ingress, DNSEndpoint and Gateway API sources; then a record nsd
+	// only learns through NOTIFY.
+	gone := func(name string) {
+		t.Helper()
+		poll(t, ctx, name+" gone", func() (bool, error) {
+			status, _ := dig(t, addr, name, "A")
+			return status == "NXDOMAIN", nil
+		})
+	}
+	checkSources(t, ctx, addr, cs, dynamic.NewForConfigOrDie(rc), kubectl, answers, gone)
+	lbService("late", map[string]string{"external-dns.kubernetes.io/hostname": "late.example.test"})
+	secondaryAnswers("late.example.test", ingressIP(waitAllocated(t, ctx, cs, "late", metav1.ConditionTrue, lb.ReasonAllocated)))
+
 	// `cloudless dns records` names each record's source.
 	code, out, stderr := runExit(t, time.Minute, "dns", "records", "example.test", "--data-dir", dir, "-o", "json")
 	if code != 0 {
@@ -227,7 +257,7 @@ func TestAuthoritativeDNS(t *testing.T) {
 
 	// A restart: the same records, and the serial does not go back.
 	p.kill()
-	_, cs, _ = startServer(t, dir, port, args...)
+	p, cs, _ = startServer(t, dir, port, args...)
 	answers("web.example.test", "A", webIP)
 	if s4 := soaSerial(t, addr, "example.test"); s4 != s3 && !zone.Newer(s4, s3) {
 		t.Errorf("serial %d after a restart, was %d: it went back", s4, s3)
@@ -237,41 +267,4 @@ func TestAuthoritativeDNS(t *testing.T) {
 func waitDNSEvent(t *testing.T, ctx context.Context, cs kubernetes.Interface, ns, name, reason string) {
 	t.Helper()
 	waitEventFromComponent(t, ctx, cs, ns, name, reason, dns.Component)
-}
-
-// notifyCatcher is a secondary that only takes NOTIFY messages.
-type notifyCatcher struct {
-	addr string
-	mu   sync.Mutex
-	seen map[string]bool // "zone serial"
-}
-
-func newNotifyCatcher(t *testing.T) *notifyCatcher {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &notifyCatcher{addr: pc.LocalAddr().String(), seen: map[string]bool{}}
-	srv := &mdns.Server{PacketConn: pc, Handler: mdns.HandlerFunc(func(w mdns.ResponseWriter, r *mdns.Msg) {
-		if r.Opcode == mdns.OpcodeNotify && len(r.Question) == 1 && len(r.Answer) == 1 {
-			if soa, ok := r.Answer[0].(*mdns.SOA); ok {
-				c.mu.Lock()
-				c.seen[fmt.Sprintf("%s %d", r.Question[0].Name, soa.Serial)] = true
-				c.mu.Unlock()
-			}
-		}
-		m := new(mdns.Msg)
-		m.SetReply(r)
-		w.WriteMsg(m)
-	})}
-	go srv.ActivateAndServe()
-	t.Cleanup(func() { srv.Shutdown() })
-	return c
-}
-
-func (c *notifyCatcher) got(zone string, serial uint32) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.seen[fmt.Sprintf("%s %d", zone, serial)]
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -177,7 +178,10 @@ func Build(static map[string][]Record, claims []Claim) (map[string]*Zone, []Prob
 			var losers []string
 			for _, l := range cs[1:] {
 				if l.Owner.Ref == win.Owner.Ref {
-					continue // one object naming a host twice
+					// One object naming a host twice, or with several
+					// record types (a DNSEndpoint's A and TXT): one set.
+					win.RRs = mergeRRs(win.RRs, l.RRs)
+					continue
 				}
 				losers = append(losers, l.Owner.Ref)
 				problems = append(problems, Problem{l.Owner.Ref, ReasonConflict,
@@ -312,4 +316,15 @@ func parent(name string) string {
 		return "."
 	}
 	return name[i:]
+}
+
+// mergeRRs returns a's records and those of b not in a.
+func mergeRRs(a, b []dns.RR) []dns.RR {
+	out := append([]dns.RR(nil), a...)
+	for _, rr := range b {
+		if !slices.ContainsFunc(out, func(o dns.RR) bool { return dns.IsDuplicate(o, rr) }) {
+			out = append(out, rr)
+		}
+	}
+	return out
 }
