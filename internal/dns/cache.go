@@ -1,7 +1,6 @@
 package dns
 
 import (
-	"strconv"
 	"sync"
 
 	"github.com/miekg/dns"
@@ -42,19 +41,28 @@ func cacheKey(r *dns.Msg) (string, bool) {
 	if r.Opcode != dns.OpcodeQuery || len(r.Question) != 1 || len(r.Ns) > 0 || len(r.Answer) > 0 {
 		return "", false
 	}
-	edns := "-"
+	edns := byte('-')
 	for _, rr := range r.Extra {
 		o, ok := rr.(*dns.OPT)
-		if !ok || len(o.Option) > 0 || o.Version() != 0 {
+		if !ok || len(o.Option) > 0 || o.Version() != 0 || o.ExtendedRcode() != 0 || len(r.Extra) > 1 {
 			return "", false
 		}
-		edns = "e"
+		edns = 'e'
 		if o.Do() {
-			edns = "d"
+			edns = 'd'
 		}
 	}
 	q := r.Question[0]
-	return q.Name + "\x00" + strconv.Itoa(int(q.Qtype)) + "\x00" + strconv.Itoa(int(q.Qclass)) + "\x00" + edns, true
+	return questionKey(q.Name, q.Qtype, q.Qclass, edns), true
+}
+
+// questionKey is the cache's key: the name as sent, type, class, and
+// '-' without EDNS, 'e' with it, 'd' with its DO bit.
+func questionKey(name string, qtype, qclass uint16, edns byte) string {
+	b := make([]byte, 0, len(name)+6)
+	b = append(b, name...)
+	b = append(b, 0, byte(qtype>>8), byte(qtype), byte(qclass>>8), byte(qclass), edns)
+	return string(b)
 }
 
 // reply is a cached answer for query r: its ID, and the RD and CD bits it

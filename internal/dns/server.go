@@ -72,6 +72,9 @@ type Server struct {
 	// Set: a query answered before costs a map lookup and two byte
 	// writes, as PowerDNS's packet cache does.
 	cache atomic.Pointer[answerCache]
+	// fastAnswers counts the answers sent from the cache in a socket's
+	// read loop (fastpath.go).
+	fastAnswers atomic.Uint64
 
 	// tsig is the key transfers must be signed with and NOTIFY is
 	// signed with (tsig.go); nil refuses every transfer.
@@ -151,7 +154,7 @@ func (s *Server) Run(ctx context.Context) error {
 			servers = nil
 			return fmt.Errorf("authoritative DNS: listen on udp %s: %w (choose another --dns-listen, or free the port)", s.cfg.Listen, err)
 		}
-		servers = append(servers, &dns.Server{PacketConn: pc, Handler: s, UDPSize: dns.DefaultMsgSize, TsigProvider: tsigProvider{s}})
+		servers = append(servers, &dns.Server{PacketConn: pc, Handler: s, UDPSize: dns.DefaultMsgSize, TsigProvider: tsigProvider{s}, DecorateReader: s.fastPath})
 	}
 	errs := make(chan error, len(servers))
 	for _, srv := range servers {

@@ -7,11 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -236,4 +238,53 @@ func gatewayCRDs(t *testing.T) string {
 		t.Fatalf("locate sigs.k8s.io/gateway-api: %v (go mod download fetches it)", err)
 	}
 	return filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard")
+}
+
+// createZone declares zoneName with testZone's text.
+func createZone(t *testing.T, ctx context.Context, cs kubernetes.Interface, zoneName string) {
+	t.Helper()
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: strings.ReplaceAll(zoneName, ".", "-"), Namespace: metav1.NamespaceSystem, Labels: map[string]string{dns.ZoneLabel: "true"}},
+		Data: map[string]string{dns.ZoneOriginKey: zoneName, dns.ZoneTextKey: testZone}}
+	if _, err := cs.CoreV1().ConfigMaps(metav1.NamespaceSystem).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// sameReplicas waits until every replica answers name with want, then
+// checks that they agree on zoneName's serial (cloudless dns check) and
+// transfer the same zone; it returns the serial.
+func sameReplicas(t *testing.T, ctx context.Context, dataDir, zoneName, name, want string, replicas ...string) uint32 {
+	t.Helper()
+	for _, r := range replicas {
+		poll(t, ctx, fmt.Sprintf("%s answering %s %s", r, name, want), func() (bool, error) {
+			status, ans := dig(t, r, name, "A", "+short")
+			return status == "" && strings.Join(ans, ",") == want, nil
+		})
+	}
+	var serial uint32
+	poll(t, ctx, "the replicas agreeing on "+zoneName+"'s serial", func() (bool, error) {
+		answers, agree := dns.CheckSerials(zoneName, replicas, 2*time.Second)
+		serial = answers[0].Serial
+		return agree, fmt.Errorf("%+v", answers)
+	})
+	if code, out, stderr := runExit(t, time.Minute, append([]string{"dns", "check", zoneName}, replicas...)...); code != 0 {
+		t.Errorf("dns check: exit %d\n%s%s", code, out, stderr)
+	}
+	key := readTSIG(t, dataDir)
+	var first string
+	for i, r := range replicas {
+		_, axfr := dig(t, r, zoneName, "AXFR", key.digArg())
+		axfr = slices.DeleteFunc(axfr, func(l string) bool { return strings.Contains(l, " TSIG ") }) // signed per reply
+		slices.Sort(axfr)
+		text := strings.Join(axfr, "\n")
+		if !strings.Contains(text, name) {
+			t.Errorf("AXFR from %s lacks %s:\n%s", r, name, text)
+		}
+		if i == 0 {
+			first = text
+		} else if text != first {
+			t.Errorf("replicas transfer different zones:\n%s:\n%s\n%s:\n%s", replicas[0], first, r, text)
+		}
+	}
+	return serial
 }

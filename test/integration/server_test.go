@@ -32,6 +32,8 @@ import (
 	"github.com/cloudless-dev/cloudless/internal/controllers"
 	"github.com/cloudless-dev/cloudless/internal/controlplane"
 	"github.com/cloudless-dev/cloudless/internal/datadir"
+	authdns "github.com/cloudless-dev/cloudless/internal/dns"
+	"github.com/cloudless-dev/cloudless/internal/dns/zone"
 	"github.com/cloudless-dev/cloudless/internal/lb"
 )
 
@@ -275,7 +277,13 @@ func TestTwoServersHA(t *testing.T) {
 		"--kube-controller-manager-arg=--secure-port=0", "--kube-scheduler-arg=--secure-port=0", "--disable", controlplane.ComponentMetrics}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	pa, a, _ := startServer(t, dirs[0], freePort(t), append([]string{"--node-name", "ha-a"}, common...)...)
+	// Each server answers DNS on its own port (on separate machines,
+	// both on :53).
+	dnsA, dnsB := fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	dnsArgs := func(addr string) []string {
+		return []string{"--dns-listen", addr, "--dns-transfer-allow", "127.0.0.1"}
+	}
+	pa, a, _ := startServer(t, dirs[0], freePort(t), slices.Concat([]string{"--node-name", "ha-a"}, dnsArgs(dnsA), common)...)
 	// A alone holds the allocator's Lease (named after the server), so
 	// killing A below is a real takeover.
 	holder := func(lease string) string {
@@ -289,7 +297,10 @@ func TestTwoServersHA(t *testing.T) {
 		return strings.HasPrefix(holder(controlplane.LBLease), "ha-a_"), nil
 	})
 	portB := freePort(t)
-	_, b, cfgB := startServer(t, dirs[1], portB, append([]string{"--node-name", "ha-b"}, common...)...)
+	poll(t, ctx, "server A holds the DNS serials' Lease", func() (bool, error) {
+		return strings.HasPrefix(holder(authdns.Lease), "ha-a_"), nil
+	})
+	_, b, cfgB := startServer(t, dirs[1], portB, slices.Concat([]string{"--node-name", "ha-b"}, dnsArgs(dnsB), common)...)
 
 	caA, _ := os.ReadFile(datadir.Of(dirs[0]).CA())
 	caB, _ := os.ReadFile(datadir.Of(dirs[1]).CA())
@@ -318,8 +329,10 @@ func TestTwoServersHA(t *testing.T) {
 	if _, err := dynamic.NewForConfigOrDie(cfgB).Resource(controllers.PoolGVR).Namespace(lb.Namespace).Create(ctx, pool, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	createZone(t, ctx, b, "example.test")
 	lbService := func(name string) *corev1.Service {
-		return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+		return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default",
+			Annotations: map[string]string{"external-dns.kubernetes.io/hostname": name + ".example.test"}},
 			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"app": name}, Ports: []corev1.ServicePort{{Port: 80}}}}
 	}
 	if _, err := b.CoreV1().Services("default").Create(ctx, lbService("before"), metav1.CreateOptions{}); err != nil {
@@ -349,8 +362,14 @@ func TestTwoServersHA(t *testing.T) {
 	if l, err := b.CoordinationV1().Leases("kube-system").Get(ctx, controlplane.ManifestsLease, metav1.GetOptions{}); err != nil || ptr.Deref(l.Spec.HolderIdentity, "") == "" {
 		t.Errorf("manifests Lease: %v, %v; want one holder", l, err)
 	}
+	// Both replicas answer alike: one serial, the same zone.
+	serial := sameReplicas(t, ctx, dirs[0], "example.test", "before.example.test", ingressIP(before), dnsA, dnsB)
 	pa.kill()
 	killed := time.Now()
+	// Queries keep working on B at once.
+	if status, ans := dig(t, dnsB, "before.example.test", "A", "+short"); status != "" || strings.Join(ans, ",") != ingressIP(before) {
+		t.Errorf("server B right after A stopped: %s %v, want %s", status, ans, ingressIP(before))
+	}
 	if _, err := b.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "from-b"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("server B after A stopped: %v", err)
 	}
@@ -366,6 +385,23 @@ func TestTwoServersHA(t *testing.T) {
 	}
 	if hosts := eventHosts(t, ctx, b, "after", controllers.LBComponent); !slices.Equal(hosts, []string{"ha-b"}) {
 		t.Errorf("allocation events for Service after come from %v, want only ha-b", hosts)
+	}
+	// The DNS writer moved to B with its Lease, and the serial went on
+	// growing from A's.
+	afterIP := ingressIP(waitAllocated(t, ctx, b, "after", metav1.ConditionTrue, lb.ReasonAllocated))
+	poll(t, ctx, "server B answering after.example.test", func() (bool, error) {
+		status, ans := dig(t, dnsB, "after.example.test", "A", "+short")
+		return status == "" && strings.Join(ans, ",") == afterIP, nil
+	})
+	if l, err := b.CoordinationV1().Leases("kube-system").Get(ctx, authdns.Lease, metav1.GetOptions{}); err != nil || !strings.HasPrefix(ptr.Deref(l.Spec.HolderIdentity, ""), "ha-b_") {
+		t.Errorf("DNS serials' Lease after A stopped: %v %v, want it held by server B", l, err)
+	}
+	if s := soaSerial(t, dnsB, "example.test"); !zone.Newer(s, serial) {
+		t.Errorf("serial %d from B after the leader change, was %d from both: want it newer", s, serial)
+	}
+	// dns check names the replica that stopped.
+	if code, out, _ := runExit(t, time.Minute, "dns", "check", "example.test", dnsA, dnsB); code == 0 || !strings.Contains(out, dnsA) {
+		t.Errorf("dns check with server A stopped: exit %d\n%s\nwant a failure naming %s", code, out, dnsA)
 	}
 	// B holds the Lease once A is gone (A's term runs out if it held it),
 	// and its controllers act: the cluster DNS Service, deleted, returns.
