@@ -122,18 +122,38 @@ Run on a server; it uses <data-dir>/server/cred/admin.kubeconfig.`,
 
 	var timeout time.Duration
 	check := &cobra.Command{
-		Use:   "check ZONE ADDR [ADDR...]",
+		Use:   "check ZONE [ADDR...]",
 		Short: "Ask every replica for a zone's SOA and compare their serials",
-		Long: `Query each ADDR (host:port of a server's --dns-listen) for ZONE's SOA and
-report the serial each answers. Exits 1 when a replica does not answer
-or the serials differ, which doctor reports too.`,
-		Args: cobra.MinimumNArgs(2),
+		Long: `Query each server that answers DNS for ZONE's SOA and report the serial
+each answers. The servers are those listed in ConfigMap
+kube-system/` + dns.ReplicasConfigMap + ` (each server adds itself), or the ADDRs
+given (host:port of a server's --dns-listen). Exits 1 when a replica does
+not answer or the serials differ; doctor reports the same (CL-DNS-001,
+CL-DNS-002).`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := configure(cmd, false); err != nil {
 				return err
 			}
 			zone := mdns.CanonicalName(args[0])
-			answers, agree := dns.CheckSerials(zone, args[1:], timeout)
+			addrs := args[1:]
+			if len(addrs) == 0 {
+				cs, _, err := adminClient(dataDir)
+				if err != nil {
+					return fmt.Errorf("%w (or give the servers' addresses: dns check ZONE ADDR...)", err)
+				}
+				reg, err := cs.CoreV1().ConfigMaps(metav1.NamespaceSystem).Get(cmd.Context(), dns.ReplicasConfigMap, metav1.GetOptions{})
+				if err != nil {
+					return fmt.Errorf("read the servers answering DNS: %w (no server runs with --dns-listen?)", err)
+				}
+				for _, r := range dns.Replicas(reg) {
+					addrs = append(addrs, r.Addr)
+				}
+				if len(addrs) == 0 {
+					return fmt.Errorf("no server lists itself in ConfigMap kube-system/%s: none runs with --dns-listen", dns.ReplicasConfigMap)
+				}
+			}
+			answers, agree := dns.CheckSerials(zone, addrs, timeout)
 			if output == "json" {
 				if err := writeJSON(cmd.OutOrStdout(), answers); err != nil {
 					return err
@@ -153,6 +173,7 @@ or the serials differ, which doctor reports too.`,
 			return nil
 		},
 	}
+	datadir.AddFlag(check.Flags(), &dataDir, "")
 	check.Flags().DurationVar(&timeout, "timeout", 2*time.Second, "per query")
 	check.Flags().StringVarP(&output, "output", "o", "table", "table or json")
 	var tsigOutput string

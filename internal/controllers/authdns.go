@@ -22,6 +22,7 @@ import (
 
 	"github.com/cloudless-dev/cloudless/internal/dns"
 	"github.com/cloudless-dev/cloudless/internal/dns/zone"
+	corev1apply "k8s.io/client-go/applyconfigurations/core/v1"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -34,13 +35,17 @@ type dnsServe struct {
 	server  *dns.Server
 	secrets corelisters.SecretLister // kube-system/cloudless-dns-tsig only
 	keyErr  string                   // the TSIG Secret's problem last logged
+	client  kubernetes.Interface
+	replica dns.Replica
+	listed  bool // replica is in the replicas ConfigMap
 }
 
 // NewDNSServe builds the controller that hands srv the zones to serve,
-// each under its recorded serial. It runs on every server.
-func NewDNSServe(srv *dns.Server) func(Env) (Controller, error) {
+// each under its recorded serial, and lists this server, replica, in
+// the replicas ConfigMap. It runs on every server.
+func NewDNSServe(srv *dns.Server, replica dns.Replica) func(Env) (Controller, error) {
 	return func(env Env) (Controller, error) {
-		c := &dnsServe{server: srv}
+		c := &dnsServe{server: srv, client: env.Client, replica: replica}
 		c.queue = newQueue("dns-serve", env.Log, c.reconcile)
 		src, err := newDNSSources(env, c.queue)
 		if err != nil {
@@ -83,6 +88,15 @@ func (c *dnsServe) tsig() {
 
 func (c *dnsServe) reconcile(ctx context.Context, _ string) error {
 	c.tsig()
+	if !c.listed {
+		// This server's key only (its own field manager), so servers
+		// never overwrite each other's.
+		cm := corev1apply.ConfigMap(dns.ReplicasConfigMap, metav1.NamespaceSystem).WithData(map[string]string{c.replica.Name: c.replica.Addr})
+		if _, err := c.client.CoreV1().ConfigMaps(metav1.NamespaceSystem).Apply(ctx, cm, metav1.ApplyOptions{FieldManager: dns.Component + "/" + c.replica.Name, Force: true}); err != nil {
+			return fmt.Errorf("list this server in %s: %w", dns.ReplicasConfigMap, err)
+		}
+		c.listed = true
+	}
 	zones, _, rec, _, err := c.src.build(ctx)
 	if err != nil {
 		return err

@@ -28,7 +28,7 @@ func TestDNSSerials(t *testing.T) {
 	ctx := context.Background()
 	zoneCM := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "z", Namespace: metav1.NamespaceSystem, Labels: map[string]string{dns.ZoneLabel: "true"}},
 		Data: map[string]string{dns.ZoneOriginKey: "example.test", dns.ZoneTextKey: "@ SOA ns1 h 100 1 1 1 1\n@ NS ns1\nns1 A 192.0.2.1\n"}}
-	cs := fake.NewSimpleClientset(zoneCM)
+	cs := fake.NewClientset(zoneCM)
 	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
 		dns.CRDResource: "CustomResourceDefinitionList", dns.EndpointGVR: "DNSEndpointList"})
 	env := func() (Env, factories) {
@@ -59,7 +59,7 @@ func TestDNSSerials(t *testing.T) {
 	serve := func() {
 		t.Helper()
 		e, f := env()
-		c, err := NewDNSServe(srv)(e)
+		c, err := NewDNSServe(srv, dns.Replica{Name: "s1", Addr: "192.0.2.53:53"})(e)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -73,6 +73,11 @@ func TestDNSSerials(t *testing.T) {
 	serve()
 	if n := len(srv.Zones()); n != 0 {
 		t.Fatalf("a zone served before any serial was recorded: %v", srv.Zones())
+	}
+	// The server listed itself for dns check and doctor.
+	reg, err := cs.CoreV1().ConfigMaps(metav1.NamespaceSystem).Get(ctx, dns.ReplicasConfigMap, metav1.GetOptions{})
+	if err != nil || len(dns.Replicas(reg)) != 1 || dns.Replicas(reg)[0] != (dns.Replica{Name: "s1", Addr: "192.0.2.53:53"}) {
+		t.Errorf("replicas ConfigMap: %v %v, want s1 at 192.0.2.53:53", reg, err)
 	}
 	r1 := write()
 	if r1.Serial != 100 {

@@ -48,7 +48,7 @@ func (s *Server) controllerGroups() []controllers.Group {
 	if s.dns != nil {
 		groups = append(groups, controllers.Group{
 			Name: "dns-serve",
-			New:  []func(controllers.Env) (controllers.Controller, error){controllers.NewDNSServe(s.dns)},
+			New:  []func(controllers.Env) (controllers.Controller, error){controllers.NewDNSServe(s.dns, authdns.Replica{Name: s.cfg.NodeName, Addr: authdns.ReplicaAddr(s.cfg.DNSListen, s.cfg.AdvertiseAddress)})},
 		}, controllers.Group{
 			Name:  "dns-serials",
 			Lease: authdns.Lease,

@@ -143,6 +143,7 @@ func clusterChecks(ctx context.Context, cfg Config, r *reporter) error {
 	r.findings = append(r.findings, lint.Run(objs)...)
 	surgeChecks(deps.Items, pods.Items, nodes.Items, r)
 	policyChecks(nodes.Items, r)
+	dnsChecks(ctx, cs, 2*time.Second, r)
 	return nil
 }
 

@@ -399,8 +399,13 @@ func TestTwoServersHA(t *testing.T) {
 	if s := soaSerial(t, dnsB, "example.test"); !zone.Newer(s, serial) {
 		t.Errorf("serial %d from B after the leader change, was %d from both: want it newer", s, serial)
 	}
-	// dns check names the replica that stopped.
-	if code, out, _ := runExit(t, time.Minute, "dns", "check", "example.test", dnsA, dnsB); code == 0 || !strings.Contains(out, dnsA) {
+	// dns check, with the servers each listed itself as, names the one
+	// that stopped.
+	reg, err := b.CoreV1().ConfigMaps("kube-system").Get(ctx, authdns.ReplicasConfigMap, metav1.GetOptions{})
+	if want := []authdns.Replica{{Name: "ha-a", Addr: dnsA}, {Name: "ha-b", Addr: dnsB}}; err != nil || !slices.Equal(authdns.Replicas(reg), want) {
+		t.Errorf("servers listed as answering DNS: %v %v, want %v", reg, err, want)
+	}
+	if code, out, _ := runExit(t, time.Minute, "dns", "check", "example.test", "--data-dir", dirs[1]); code == 0 || !strings.Contains(out, dnsA) {
 		t.Errorf("dns check with server A stopped: exit %d\n%s\nwant a failure naming %s", code, out, dnsA)
 	}
 	// B holds the Lease once A is gone (A's term runs out if it held it),
