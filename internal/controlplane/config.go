@@ -82,6 +82,9 @@ type Config struct {
 	DNSTransferAllow []string
 	// DNSNotify are the secondaries told by NOTIFY of every new serial.
 	DNSNotify []string
+	// DNSZones are zones from files, ORIGIN=FILE, applied as zone
+	// ConfigMaps at every start.
+	DNSZones []string
 	// ManifestsDir is mirrored into the stored manifests (default
 	// <data-dir>/server/manifests).
 	ManifestsDir string
@@ -206,8 +209,13 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("--dns-notify %q: want a secondary's IP address, optionally with :port", n)
 		}
 	}
-	if c.DNSListen == "" && (len(c.DNSNotify) > 0 || len(c.DNSTransferAllow) > 0) {
-		return errors.New("--dns-notify and --dns-transfer-allow need --dns-listen: the authoritative DNS is off without it")
+	if c.DNSListen == "" && (len(c.DNSNotify) > 0 || len(c.DNSTransferAllow) > 0 || len(c.DNSZones) > 0) {
+		return errors.New("--dns-notify, --dns-transfer-allow and --dns-zone need --dns-listen: the authoritative DNS is off without it")
+	}
+	for _, z := range c.DNSZones {
+		if _, err := authdns.ConfigZone(z); err != nil {
+			return err
+		}
 	}
 	if c.PodDNSNdots < 0 || c.PodDNSNdots > 15 {
 		return fmt.Errorf("--pod-dns-ndots %d: want 0 (keep the kubelet's 5) to 15", c.PodDNSNdots)

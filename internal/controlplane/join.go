@@ -145,6 +145,15 @@ func (s *Server) runJoinSupport(ctx context.Context) error {
 		if err := ap.Create(ctx, authdns.EndpointCRD(), key); err != nil {
 			return err
 		}
+		for _, z := range s.cfg.DNSZones {
+			cm, err := authdns.ConfigZone(z) // checked at start; read again for its current text
+			if err != nil {
+				return err
+			}
+			if err := ap.Apply(ctx, cm); err != nil {
+				return err
+			}
+		}
 	}
 	if !s.cfg.Disabled(ComponentLocalStorage) {
 		if err := volumes.EnsureObjects(ctx, cs, ap); err != nil {

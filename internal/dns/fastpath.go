@@ -26,9 +26,10 @@ func (s *Server) fastPath(r dns.Reader) dns.Reader {
 }
 
 // ReadUDP returns the next packet the fast path cannot answer.
-func (f *fastReader) ReadUDP(conn *net.UDPConn, timeout time.Duration) ([]byte, *dns.SessionUDP, error) {
+func (f *fastReader) ReadUDP(conn *net.UDPConn, _ time.Duration) ([]byte, *dns.SessionUDP, error) {
 	for {
-		conn.SetReadDeadline(time.Now().Add(timeout))
+		// No read deadline: setting one per packet costs a timer update,
+		// and Shutdown unblocks the read by setting one in the past.
 		n, sess, err := dns.ReadFromSessionUDP(conn, f.buf)
 		if err != nil {
 			return nil, nil, err

@@ -78,7 +78,13 @@ func TestAuthoritativeDNS(t *testing.T) {
 	port := freePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	nsdPort := freePort(t)
-	args := []string{"--dns-listen", addr, "--dns-transfer-allow", "127.0.0.1", "--dns-notify", fmt.Sprintf("127.0.0.1:%d", nsdPort)}
+	// A zone from the server's configuration too (--dns-zone).
+	fileZone := filepath.Join(t.TempDir(), "other.test.zone")
+	if err := os.WriteFile(fileZone, []byte(strings.ReplaceAll(testZone, "192.0.2.53", "192.0.2.153")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--dns-listen", addr, "--dns-transfer-allow", "127.0.0.1", "--dns-notify", fmt.Sprintf("127.0.0.1:%d", nsdPort),
+		"--dns-zone", "other.test=" + fileZone}
 	p, cs, rc := startServer(t, dir, port, args...)
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -101,6 +107,7 @@ func TestAuthoritativeDNS(t *testing.T) {
 		})
 	}
 	answers("ns1.example.test", "A", "192.0.2.53")
+	answers("ns1.other.test", "A", "192.0.2.153")
 	s1 := soaSerial(t, addr, "example.test")
 	if s1 == 0 {
 		t.Fatal("no SOA serial")
