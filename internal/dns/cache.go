@@ -64,19 +64,3 @@ func questionKey(name string, qtype, qclass uint16, edns byte) string {
 	b = append(b, 0, byte(qtype>>8), byte(qtype), byte(qclass>>8), byte(qclass), edns)
 	return string(b)
 }
-
-// reply is a cached answer for query r: its ID, and the RD and CD bits it
-// sent, which a reply echoes.
-func reply(cached []byte, r *dns.Msg) []byte {
-	b := append([]byte(nil), cached...)
-	b[0], b[1] = byte(r.Id>>8), byte(r.Id)
-	b[2] &^= 0x01 // RD
-	if r.RecursionDesired {
-		b[2] |= 0x01
-	}
-	b[3] &^= 0x10 // CD
-	if r.CheckingDisabled {
-		b[3] |= 0x10
-	}
-	return b
-}

@@ -1,62 +1,13 @@
 package dns
 
+// The fast path's cache key, computed from a raw query (udp.go answers
+// a cached question without unpacking it).
+
 import (
 	"encoding/binary"
-	"net"
-	"net/netip"
-	"time"
 
 	"github.com/miekg/dns"
 )
-
-// fastReader answers UDP queries whose answer is cached in the socket's
-// read loop, from the raw packet: no message unpacked, no goroutine
-// started, nothing allocated but the cache key, as PowerDNS's receiver
-// threads answer from its packet cache. Every other packet goes on to
-// miekg/dns's server and ServeDNS. The rate limit applies on both paths.
-type fastReader struct {
-	dns.Reader
-	s   *Server
-	buf []byte // the read buffer, reused while packets are answered here
-	out []byte // the reply buffer
-}
-
-func (s *Server) fastPath(r dns.Reader) dns.Reader {
-	return &fastReader{Reader: r, s: s, buf: make([]byte, dns.DefaultMsgSize), out: make([]byte, 0, dns.MinMsgSize)}
-}
-
-// ReadUDP returns the next packet the fast path cannot answer.
-func (f *fastReader) ReadUDP(conn *net.UDPConn, _ time.Duration) ([]byte, *dns.SessionUDP, error) {
-	for {
-		// No read deadline: setting one per packet costs a timer update,
-		// and Shutdown unblocks the read by setting one in the past.
-		n, sess, err := dns.ReadFromSessionUDP(conn, f.buf)
-		if err != nil {
-			return nil, nil, err
-		}
-		m := f.buf[:n]
-		src := netip.Addr{}
-		if a, ok := sess.RemoteAddr().(*net.UDPAddr); ok {
-			src, _ = netip.AddrFromSlice(a.IP)
-			src = src.Unmap()
-		}
-		key, ok := rawCacheKey(m)
-		if ok {
-			if cached, hit := f.s.cache.Load().get(key); hit {
-				if f.s.allow(src) {
-					f.out = append(f.out[:0], cached...)
-					f.out[0], f.out[1] = m[0], m[1]          // ID
-					f.out[2] = f.out[2]&^0x01 | m[2]&0x01    // RD
-					f.out[3] = f.out[3]&^0x10 | m[3]&0x10    // CD
-					dns.WriteToSessionUDP(conn, f.out, sess) // a lost reply is retried by the client
-					f.s.fastAnswers.Add(1)
-				}
-				continue
-			}
-		}
-		return append([]byte(nil), m...), sess, nil
-	}
-}
 
 // rawCacheKey is cacheKey for a raw query: one question, opcode QUERY,
 // no answer or authority records, and at most an EDNS OPT record with

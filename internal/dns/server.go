@@ -127,43 +127,55 @@ func (s *Server) Zones() map[string]Served { return *s.zones.Load() }
 
 // Run serves UDP and TCP on cfg.Listen until ctx ends. UDP is read
 // from one socket per CPU (SO_REUSEPORT: the kernel spreads clients over
-// them), as PowerDNS's receiver threads do: one socket's reader was the
-// bottleneck under load.
+// them), in batches (udp.go), as PowerDNS's receiver threads do; TCP is
+// miekg/dns's server.
 func (s *Server) Run(ctx context.Context) error {
-	var servers []*dns.Server
-	defer func() {
-		for _, srv := range servers {
-			srv.Shutdown()
-		}
-	}()
 	// TCP first, without SO_REUSEPORT: it fails while another process
 	// serves the port, which the UDP sockets alone would not notice.
 	l, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("authoritative DNS: listen on tcp %s: %w (choose another --dns-listen, or free the port)", s.cfg.Listen, err)
 	}
-	servers = append(servers, &dns.Server{Listener: l, Handler: s, ReadTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second, TsigProvider: tsigProvider{s}})
+	tcp := &dns.Server{Listener: l, Handler: s, ReadTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second, TsigProvider: tsigProvider{s}}
+	var conns []*net.UDPConn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
 	lc := net.ListenConfig{Control: reusePort}
 	for range max(1, runtime.GOMAXPROCS(0)) {
 		pc, err := lc.ListenPacket(ctx, "udp", s.cfg.Listen)
 		if err != nil {
 			l.Close()
-			for _, srv := range servers[1:] {
-				srv.PacketConn.Close()
-			}
-			servers = nil
 			return fmt.Errorf("authoritative DNS: listen on udp %s: %w (choose another --dns-listen, or free the port)", s.cfg.Listen, err)
 		}
-		servers = append(servers, &dns.Server{PacketConn: pc, Handler: s, UDPSize: dns.DefaultMsgSize, TsigProvider: tsigProvider{s}, DecorateReader: s.fastPath})
+		conns = append(conns, pc.(*net.UDPConn))
 	}
-	errs := make(chan error, len(servers))
-	for _, srv := range servers {
-		go func() { errs <- srv.ActivateAndServe() }()
+	started := make(chan struct{})
+	tcp.NotifyStartedFunc = func() { close(started) }
+	tcpDone, udpDone := make(chan error, 1), make(chan error, len(conns))
+	go func() { tcpDone <- tcp.ActivateAndServe() }()
+	for _, c := range conns {
+		go func() { udpDone <- s.serveUDP(ctx, c) }()
 	}
-	s.log.Info("authoritative DNS serving", "addr", s.cfg.Listen, "udp_sockets", len(servers)-1)
+	s.log.Info("authoritative DNS serving", "addr", s.cfg.Listen, "udp_sockets", len(conns))
+	tcpStopped := false
 	select {
 	case <-ctx.Done():
-	case err = <-errs:
+	case err = <-tcpDone:
+		tcpStopped = true
+	case err = <-udpDone:
+	}
+	for _, c := range conns {
+		c.Close() // ends the UDP loops
+	}
+	if !tcpStopped {
+		select {
+		case <-started: // Shutdown refuses a server not started yet
+			tcp.Shutdown()
+		case <-tcpDone: // it stopped before it started
+		}
 	}
 	if ctx.Err() != nil {
 		return nil
@@ -182,14 +194,10 @@ func reusePort(_, _ string, c syscall.RawConn) error {
 	return serr
 }
 
-// ServeDNS implements dns.Handler.
+// ServeDNS implements dns.Handler for TCP (UDP is udp.go's): TCP
+// cannot be spoofed, so it is not rate limited.
 func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	src, tcp := peer(w.RemoteAddr())
-	if !tcp && !s.allow(src) {
-		// Over the limit: drop, as response rate limiting does; a real
-		// client retries, a spoofed flood gets nothing to amplify.
-		return
-	}
 	signed := r.IsTsig() != nil
 	if signed && w.TsigStatus() != nil {
 		// RFC 8945 5.2: a signature that does not verify (unknown key,
@@ -203,45 +211,10 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		s.transfer(w, r, src, tcp && signed)
 		return
 	}
-	if signed { // a secondary's SOA query: answered signed, never cached
-		resp := s.Answer(r)
+	resp := s.Answer(r)
+	if signed { // a secondary's SOA query: answered signed
 		t := r.IsTsig()
 		resp.SetTsig(t.Hdr.Name, t.Algorithm, t.Fudge, time.Now().Unix())
-		w.WriteMsg(resp)
-		return
-	}
-	cache := s.cache.Load()
-	key, cacheable := cacheKey(r)
-	if cacheable {
-		if b, ok := cache.get(key); ok {
-			w.Write(reply(b, r))
-			return
-		}
-	}
-	resp := s.Answer(r)
-	b, err := resp.Pack()
-	if err != nil {
-		s.log.Warn("an answer does not pack", "question", r.Question, "err", err)
-		m := new(dns.Msg)
-		m.SetRcode(r, dns.RcodeServerFailure)
-		w.WriteMsg(m)
-		return
-	}
-	// An answer that fits in 512 bytes fits every client, over UDP and
-	// TCP alike: only those are cached.
-	if len(b) <= dns.MinMsgSize {
-		if cacheable {
-			cache.put(key, b)
-		}
-		w.Write(b)
-		return
-	}
-	if !tcp {
-		size := uint16(dns.MinMsgSize)
-		if o := r.IsEdns0(); o != nil {
-			size = max(o.UDPSize(), dns.MinMsgSize)
-		}
-		resp.Truncate(int(size))
 	}
 	w.WriteMsg(resp)
 }
