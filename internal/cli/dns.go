@@ -38,11 +38,13 @@ func newDNSCmd() *cobra.Command {
 		Short: "What the authoritative DNS serves, and where each record came from",
 		Long: `List the records of every zone (or of ZONE), as the servers build them
 from the Kubernetes API: the zone ConfigMaps (kube-system, labelled
-` + dns.ZoneLabel + `) and LoadBalancer Services annotated with
-external-dns.kubernetes.io/hostname (or the older
-external-dns.alpha.kubernetes.io/hostname). Each record names its source
-object; the serial is the one recorded for the zone's current content
-(0 until the elected writer has recorded it).
+` + dns.ZoneLabel + `, and those --dns-zone made), LoadBalancer Services
+annotated with external-dns.kubernetes.io/hostname (or the older
+external-dns.alpha.kubernetes.io/hostname), Ingresses, Gateway API
+HTTPRoutes, GRPCRoutes and TLSRoutes accepted by their Gateways, and
+external-dns's DNSEndpoint objects. Each record names its source object
+("Ingress shop/web"); the serial is the one recorded for the zone's
+current content (0 until the elected writer has recorded it).
 
 Run on a server; it uses <data-dir>/server/cred/admin.kubeconfig.`,
 		Args: cobra.MaximumNArgs(1),
