@@ -73,7 +73,7 @@ type Server struct {
 	// writes, as PowerDNS's packet cache does.
 	cache atomic.Pointer[answerCache]
 	// fastAnswers counts the answers sent from the cache in a socket's
-	// read loop (fastpath.go).
+	// read loop (udp.go).
 	fastAnswers atomic.Uint64
 
 	// tsig is the key transfers must be signed with and NOTIFY is

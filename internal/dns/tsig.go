@@ -118,14 +118,12 @@ func (p tsigProvider) Verify(msg []byte, t *dns.TSIG) error {
 // SetTSIG replaces the key (nil: none, and no transfers).
 func (s *Server) SetTSIG(k *TSIGKey) { s.tsig.Store(k) }
 
-// sign adds a TSIG record to m for the key, to be signed when written.
-func (s *Server) sign(m *dns.Msg) bool {
-	k := s.tsig.Load()
-	if k == nil {
-		return false
+// sign adds a TSIG record to m for the key, if there is one, to be
+// signed when written.
+func (s *Server) sign(m *dns.Msg) {
+	if k := s.tsig.Load(); k != nil {
+		m.SetTsig(k.Name, k.wireAlgorithm(), 300, time.Now().Unix())
 	}
-	m.SetTsig(k.Name, k.wireAlgorithm(), 300, time.Now().Unix())
-	return true
 }
 
 // NSDConfig and BINDConfig are the key as a secondary's configuration
